@@ -1,0 +1,271 @@
+//! Wire types: the JSON documents nodes exchange, compatible with the Python LES.
+//!
+//! The original protocol (see `PROTOCOL.md`) has three fields in a node's state:
+//! `members`, `leader` (`false` or an address) and `start_time` (float epoch seconds).
+//! les keeps those exactly and only *adds* fields, all optional on read, so a Python
+//! node is a valid peer and a les node is a valid peer for a Python node. Unknown fields
+//! are ignored on read, so later versions can add more.
+//!
+//! Everything that comes from a peer passes through [`PeerState::validate`] before the
+//! protocol core sees it: a peer can send anything, and the core assumes sane values.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// Largest member list accepted from a peer. Far above any sane cluster, small enough
+/// that a hostile or broken peer cannot make us hold unbounded memory.
+pub const MAX_MEMBERS: usize = 10_000;
+
+/// Longest address accepted (`host:port`); DNS names are at most 253 bytes.
+pub const MAX_ADDR_LEN: usize = 270;
+
+/// A node's state as served by `GET /state` and `GET /state/{addr}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PeerState {
+    /// Every member this node knows, itself first, then in the order they were added.
+    pub members: Vec<String>,
+    /// The leader this node follows (or is), or `None` before it has elected anyone.
+    /// Encoded as JSON `false` when `None`, as the Python does.
+    #[serde(serialize_with = "ser_leader", deserialize_with = "de_leader")]
+    pub leader: Option<String>,
+    /// Seniority: wall-clock start time of the node, epoch seconds. Lower is more senior.
+    pub start_time: f64,
+    /// Leadership term: increases with every change of leader this node takes part in.
+    /// A leader's term is a fencing token. Absent (0) from Python nodes.
+    #[serde(default)]
+    pub term: u64,
+    /// Whether this node may be elected. Absent means yes (Python nodes always are).
+    #[serde(default = "yes")]
+    pub eligible: bool,
+    /// Set while the node is shutting down gracefully: do not (re-)add it.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub leaving: bool,
+    /// Optional human-friendly node name (`--name`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Software and version, e.g. `les/0.1.0`. Absent from Python nodes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+fn ser_leader<S: Serializer>(leader: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
+    match leader {
+        Some(addr) => s.serialize_str(addr),
+        None => s.serialize_bool(false),
+    }
+}
+
+fn de_leader<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Leader {
+        Addr(String),
+        Flag(bool),
+        Null(()),
+    }
+    match Leader::deserialize(d)? {
+        Leader::Addr(a) => Ok(Some(a)),
+        Leader::Flag(false) | Leader::Null(()) => Ok(None),
+        Leader::Flag(true) => Err(serde::de::Error::custom(
+            "`leader` must be false or an address, not true",
+        )),
+    }
+}
+
+/// Why a peer's state was rejected.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum InvalidState {
+    #[error("`start_time` must be a finite number of seconds, got {0}")]
+    StartTime(f64),
+    #[error("`members` has {0} entries, more than the {MAX_MEMBERS} accepted")]
+    TooManyMembers(usize),
+    #[error("`{field}` holds an invalid address {addr:?}: {why}")]
+    Address {
+        field: &'static str,
+        addr: String,
+        why: AddrError,
+    },
+}
+
+impl PeerState {
+    /// Check what a peer sent before the core uses it.
+    pub fn validate(&self) -> Result<(), InvalidState> {
+        if !self.start_time.is_finite() || self.start_time < 0.0 {
+            return Err(InvalidState::StartTime(self.start_time));
+        }
+        if self.members.len() > MAX_MEMBERS {
+            return Err(InvalidState::TooManyMembers(self.members.len()));
+        }
+        let bad = |field, addr: &String, why| InvalidState::Address {
+            field,
+            addr: addr.clone(),
+            why,
+        };
+        for m in &self.members {
+            check_addr(m).map_err(|why| bad("members", m, why))?;
+        }
+        if let Some(l) = &self.leader {
+            check_addr(l).map_err(|why| bad("leader", l, why))?;
+        }
+        Ok(())
+    }
+
+    /// Parse and validate a state document received from a peer.
+    pub fn from_json(body: &[u8]) -> Result<Self, StateParseError> {
+        let state: PeerState = serde_json::from_slice(body)?;
+        state.validate()?;
+        Ok(state)
+    }
+}
+
+/// A peer's answer could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum StateParseError {
+    #[error("malformed state JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("invalid state: {0}")]
+    Invalid(#[from] InvalidState),
+}
+
+/// Why a string is not a usable `host:port` address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum AddrError {
+    #[error("it is empty")]
+    Empty,
+    #[error("it is longer than {MAX_ADDR_LEN} bytes")]
+    TooLong,
+    #[error("it has no `:port`")]
+    NoPort,
+    #[error("the port is not a number from 1 to 65535")]
+    BadPort,
+    #[error("the host is empty or contains characters not allowed in a host name")]
+    BadHost,
+}
+
+/// Check that `addr` is a `host:port` the node can dial and put in a URL path.
+///
+/// Hosts may be names (`node-1.example`), IPv4 literals or bracketed IPv6 literals
+/// (`[::1]:4000`). This is deliberately strict: addresses travel in URL paths and
+/// logs, so anything outside that alphabet is refused rather than escaped.
+pub fn check_addr(addr: &str) -> Result<(), AddrError> {
+    if addr.is_empty() {
+        return Err(AddrError::Empty);
+    }
+    if addr.len() > MAX_ADDR_LEN {
+        return Err(AddrError::TooLong);
+    }
+    let (host, port) = addr.rsplit_once(':').ok_or(AddrError::NoPort)?;
+    match port.parse::<u16>() {
+        Ok(p) if p > 0 => {}
+        _ => return Err(AddrError::BadPort),
+    }
+    let host_ok = if let Some(inner) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        !inner.is_empty() && inner.chars().all(|c| c.is_ascii_hexdigit() || c == ':' || c == '.')
+    } else {
+        !host.is_empty()
+            && host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '_')
+    };
+    if host_ok {
+        Ok(())
+    } else {
+        Err(AddrError::BadHost)
+    }
+}
+
+/// Per-member detail that les adds to `/diag/` (the Python has no such key).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MemberInfo {
+    /// Milliseconds since the last successful exchange with this member.
+    pub last_contact_ms: Option<u64>,
+    /// True while a timeout has made this member suspect and it is being probed.
+    #[serde(default)]
+    pub suspect: bool,
+}
+
+/// The `/diag/` document: this node's state and the last state received from each member.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Diag {
+    /// This node's own state.
+    pub state: PeerState,
+    /// The last state received from each member, keyed by address; includes this node.
+    pub member_states: BTreeMap<String, PeerState>,
+    /// les extension: contact freshness per member (absent from Python nodes).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub member_info: BTreeMap<String, MemberInfo>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn python_state_parses_and_defaults_the_new_fields() {
+        let body = br#"{"members": ["a:1", "b:2"], "leader": false, "start_time": 1627515912.646504}"#;
+        let s = PeerState::from_json(body).unwrap();
+        assert_eq!(s.leader, None);
+        assert_eq!(s.term, 0);
+        assert!(s.eligible);
+        assert!(!s.leaving);
+        let with_leader = br#"{"members": [], "leader": "b:2", "start_time": 1.5, "extra": [1]}"#;
+        assert_eq!(
+            PeerState::from_json(with_leader).unwrap().leader.as_deref(),
+            Some("b:2")
+        );
+    }
+
+    #[test]
+    fn leader_none_serializes_as_false_like_the_python() {
+        let s = PeerState {
+            members: vec!["a:1".into()],
+            leader: None,
+            start_time: 2.5,
+            term: 0,
+            eligible: true,
+            leaving: false,
+            name: None,
+            version: None,
+        };
+        let json = serde_json::to_value(&s).unwrap();
+        assert_eq!(json["leader"], serde_json::Value::Bool(false));
+        assert_eq!(json["start_time"], 2.5);
+        assert!(json.get("leaving").is_none());
+    }
+
+    #[test]
+    fn garbage_from_a_peer_is_an_error_not_a_panic() {
+        for body in [
+            &b"not json"[..],
+            br#"{"members": "a:1", "leader": false, "start_time": 1}"#,
+            br#"{"members": [], "leader": true, "start_time": 1}"#,
+            br#"{"members": [], "leader": false, "start_time": -1}"#,
+            br#"{"members": ["no-port"], "leader": false, "start_time": 1}"#,
+            br#"{"members": ["a:1/../x"], "leader": false, "start_time": 1}"#,
+            br#"{"members": [], "leader": "a:99999", "start_time": 1}"#,
+        ] {
+            assert!(PeerState::from_json(body).is_err(), "{:?}", String::from_utf8_lossy(body));
+        }
+    }
+
+    #[test]
+    fn addresses_are_host_colon_port() {
+        for ok in ["localhost:4000", "10.0.0.1:1", "[::1]:4000", "node_1.example.org:65535"] {
+            assert_eq!(check_addr(ok), Ok(()), "{ok}");
+        }
+        assert_eq!(check_addr(""), Err(AddrError::Empty));
+        assert_eq!(check_addr("host"), Err(AddrError::NoPort));
+        assert_eq!(check_addr("host:0"), Err(AddrError::BadPort));
+        assert_eq!(check_addr(":80"), Err(AddrError::BadHost));
+        assert_eq!(check_addr("a b:80"), Err(AddrError::BadHost));
+    }
+}
