@@ -1,0 +1,181 @@
+//! The HTTP API a node serves, compatible with the Python LES.
+//!
+//! | request | answer |
+//! |---|---|
+//! | `GET /ping` | `200 OK` (`503` while leaving) |
+//! | `GET /state` | this node's state JSON |
+//! | `GET /state/{addr}` | the same; `{addr}` is fetched back and added once it answers |
+//! | `GET /diag` | `{"state", "member_states", "member_info"}`, pretty-printed |
+//! | `POST /leave/{addr}` | `{addr}` is leaving: drop it now (les extension) |
+//! | `GET /probe/{addr}` | `200` if this node can ping `{addr}`, `503` if not (les extension, SWIM indirect probe) |
+//!
+//! Trailing slashes are accepted everywhere. The server never blocks on the protocol
+//! loop: `/state` is served from a pre-serialized snapshot the loop publishes, and
+//! notices for the loop go through a bounded queue (dropped, not waited on, when full).
+//! Slow clients are cut off by a header-read timeout; request bodies are never read.
+
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{HeaderValue, CONTENT_TYPE};
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::client::PeerClient;
+use crate::net::Network;
+use crate::wire::{check_addr, Diag};
+
+/// Notices from the HTTP server to the protocol loop.
+pub(crate) enum Inbound {
+    /// A peer called `/state/{addr}`.
+    Announced(String),
+    /// A peer called `/leave/{addr}`.
+    LeaveReceived(String),
+    /// `/diag` wants the current document.
+    Diag(oneshot::Sender<Diag>),
+}
+
+/// What request handlers share.
+pub(crate) struct Api<N: Network> {
+    /// This node's `/state` body, republished by the loop on every change.
+    pub state_json: watch::Receiver<Bytes>,
+    /// Set once the node starts leaving: `/ping` and `/state/{addr}` answer 503.
+    pub leaving: Arc<AtomicBool>,
+    pub inbound: mpsc::Sender<Inbound>,
+    /// For `/probe/{addr}`.
+    pub client: PeerClient<N>,
+}
+
+type Resp = Response<Full<Bytes>>;
+
+fn text(status: StatusCode, body: &'static str) -> Resp {
+    let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    *r.status_mut() = status;
+    r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    r
+}
+
+fn json(body: Bytes) -> Resp {
+    let mut r = Response::new(Full::new(body));
+    r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
+
+/// Route one request. Public within the crate for tests.
+pub(crate) async fn route<N: Network>(api: &Api<N>, method: &Method, path: &str) -> Resp {
+    let path = path.trim_end_matches('/');
+    let (head, arg) = match path.strip_prefix('/').unwrap_or(path).split_once('/') {
+        Some((h, a)) => (h, Some(a)),
+        None => (path.trim_start_matches('/'), None),
+    };
+    let leaving = api.leaving.load(Ordering::Relaxed);
+    if let Some(addr) = arg {
+        if let Err(why) = check_addr(addr) {
+            let mut r = text(StatusCode::BAD_REQUEST, "");
+            *r.body_mut() = Full::new(Bytes::from(format!("invalid address {addr:?}: {why}\n")));
+            return r;
+        }
+    }
+    match (method, head, arg) {
+        (&Method::GET, "ping", None) if leaving => text(StatusCode::SERVICE_UNAVAILABLE, "leaving"),
+        (&Method::GET, "ping", None) => text(StatusCode::OK, "OK"),
+        (&Method::GET, "state", None) => json(api.state_json.borrow().clone()),
+        (&Method::GET, "state", Some(_)) if leaving => text(StatusCode::SERVICE_UNAVAILABLE, "leaving"),
+        (&Method::GET, "state", Some(addr)) => {
+            // Never wait on the loop: under a flood, drop the notice (the caller retries).
+            let _ = api.inbound.try_send(Inbound::Announced(addr.to_string()));
+            json(api.state_json.borrow().clone())
+        }
+        (&Method::GET, "diag", None) => {
+            let (tx, rx) = oneshot::channel();
+            if api.inbound.try_send(Inbound::Diag(tx)).is_err() {
+                return text(StatusCode::SERVICE_UNAVAILABLE, "busy");
+            }
+            match tokio::time::timeout(Duration::from_secs(5), rx).await {
+                Ok(Ok(diag)) => match serde_json::to_vec_pretty(&diag) {
+                    Ok(mut body) => {
+                        body.push(b'\n');
+                        json(Bytes::from(body))
+                    }
+                    Err(_) => text(StatusCode::INTERNAL_SERVER_ERROR, "cannot encode diag"),
+                },
+                _ => text(StatusCode::SERVICE_UNAVAILABLE, "node is stopping"),
+            }
+        }
+        (&Method::POST, "leave", Some(addr)) => {
+            let _ = api.inbound.try_send(Inbound::LeaveReceived(addr.to_string()));
+            text(StatusCode::OK, "OK")
+        }
+        (&Method::GET, "probe", Some(addr)) => match api.client.ping(addr).await {
+            Ok(()) => text(StatusCode::OK, "OK"),
+            Err(_) => text(StatusCode::SERVICE_UNAVAILABLE, "unreachable"),
+        },
+        (_, "ping" | "state" | "diag" | "leave" | "probe", _) => {
+            text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
+        }
+        _ => text(StatusCode::NOT_FOUND, "not found"),
+    }
+}
+
+/// Accept connections until `cancel` fires, serving each on its own task; on cancel,
+/// open connections are shut down gracefully and the function returns once the
+/// listener is closed (connection tasks end within a second after that).
+pub(crate) async fn serve<N: Network>(
+    net: N,
+    listener: N::Listener,
+    api: Arc<Api<N>>,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+) {
+    loop {
+        let stream = tokio::select! {
+            biased;
+            _ = cancel.cancelled() => break,
+            accepted = net.accept(&listener) => match accepted {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::debug!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            },
+        };
+        let api = api.clone();
+        let cancel = cancel.clone();
+        tracker.spawn(async move {
+            let service = service_fn(move |req: Request<Incoming>| {
+                let api = api.clone();
+                async move {
+                    let resp = route(&api, req.method(), req.uri().path()).await;
+                    Ok::<_, Infallible>(resp)
+                }
+            });
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(5))
+                .max_buf_size(64 * 1024);
+            let conn = builder.serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(conn);
+            tokio::select! {
+                res = conn.as_mut() => {
+                    if let Err(e) = res {
+                        tracing::trace!(error = %e, "connection ended with an error");
+                    }
+                }
+                _ = cancel.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(Duration::from_secs(1), conn).await;
+                }
+            }
+        });
+    }
+}

@@ -1,0 +1,110 @@
+//! `les`: run a node, inspect a cluster, or watch a demo. A thin shell over the library:
+//! this file parses the command line and maps errors to exit codes (2 for bad input,
+//! 1 for runtime failures); everything else lives in `les::*`.
+
+mod demo;
+mod status;
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use les::config::{LogFormat, RunArgs};
+use les::node::Node;
+
+/// Leader Election by Seniority: a gossip membership service whose nodes agree on one
+/// leader, the node that has been running longest.
+///
+/// Without a subcommand, `les` runs a node. Every flag can also be set through a LES_*
+/// environment variable or a TOML file given with --config; precedence is
+/// flag > environment > file > default.
+#[derive(Debug, Parser)]
+#[command(name = "les", version, args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Print the cluster as seen from one node (its /diag/), as a table.
+    Status(status::StatusArgs),
+    /// Start a three-node cluster on loopback in this process, hand leadership over
+    /// gracefully once, print what happened, and exit.
+    Demo(demo::DemoArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Status(args)) => report(status::run(args)),
+        Some(Command::Demo(args)) => report(demo::run(args)),
+        None => run_node(cli.run),
+    }
+}
+
+fn report(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("les: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_node(args: RunArgs) -> ExitCode {
+    let resolved = match args.resolve() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("les: error: {e}");
+            eprintln!("Run `les --help` for the flags, or see les.toml.example.");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(resolved.log_format, "info");
+    report(serve(resolved.config))
+}
+
+/// Run one node until SIGINT or SIGTERM, then leave gracefully.
+fn serve(config: les::config::Config) -> anyhow::Result<()> {
+    // One thread is plenty for a node and keeps its idle cost low.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    rt.block_on(async {
+        let bind = config.bind;
+        let node = Node::start(config)
+            .await
+            .with_context(|| format!("cannot start the node on {bind}"))?;
+        let signal = shutdown_signal().await?;
+        tracing::info!(signal, "shutting down: leaving the cluster");
+        node.leave().await;
+        Ok(())
+    })
+}
+
+/// Wait for SIGINT or SIGTERM; returns the signal's name.
+async fn shutdown_signal() -> anyhow::Result<&'static str> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
+    Ok(tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    })
+}
+
+/// Logs go to stderr; RUST_LOG overrides `default_level`.
+pub(crate) fn init_logging(format: LogFormat, default_level: &str) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

@@ -1,0 +1,208 @@
+//! The HTTP client a node uses to talk to its peers.
+//!
+//! One pooled keep-alive client (hyper-util's) per node, over whatever [`Network`] the
+//! node runs on. Every request has a deadline (connect included) and every answer body
+//! is capped, so a peer that hangs or sends a flood costs a bounded amount of time and
+//! memory. Failures are classified for the core ([`Failure`]): a connection that cannot
+//! be made is a strong signal, a timeout a weak one.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use hyper::body::Bytes;
+use http_body_util::{BodyExt, Empty, Limited};
+use hyper::{Method, Request, StatusCode, Uri};
+use hyper_util::client::legacy::connect::{Connected, Connection};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+
+use crate::core::Failure;
+use crate::net::Network;
+use crate::wire::{PeerState, StateParseError};
+
+/// Largest answer body accepted from a peer (a 10,000-member list is about 300 KB).
+pub const MAX_BODY: usize = 1 << 20;
+
+/// What went wrong with one request, with enough detail for a log line.
+#[derive(Debug, thiserror::Error)]
+pub enum ContactError {
+    #[error("cannot connect: {0}")]
+    Connect(String),
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    #[error("connection failed mid-request: {0}")]
+    Broken(String),
+    #[error("answered HTTP {0}")]
+    Status(StatusCode),
+    #[error("answer body unreadable or over {MAX_BODY} bytes: {0}")]
+    Body(String),
+    #[error("{0}")]
+    State(#[from] StateParseError),
+}
+
+impl ContactError {
+    /// How the core should weigh this failure.
+    pub fn failure(&self) -> Failure {
+        match self {
+            ContactError::Connect(_) => Failure::Refused,
+            ContactError::Timeout(_) | ContactError::Broken(_) => Failure::Timeout,
+            ContactError::Status(_) | ContactError::Body(_) | ContactError::State(_) => Failure::BadResponse,
+        }
+    }
+}
+
+/// Pooled HTTP client for peer requests.
+#[derive(Clone)]
+pub struct PeerClient<N: Network> {
+    http: Client<Connector<N>, Empty<Bytes>>,
+    timeout: Duration,
+}
+
+impl<N: Network> PeerClient<N> {
+    /// A client whose every request must complete within `timeout`.
+    pub fn new(net: N, timeout: Duration) -> Self {
+        let http = Client::builder(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .pool_max_idle_per_host(2)
+            .build(Connector { net });
+        PeerClient { http, timeout }
+    }
+
+    /// `GET /state/{me}` at `addr`: fetch its state and announce ourselves.
+    pub async fn fetch_state(&self, addr: &str, me: &str) -> Result<PeerState, ContactError> {
+        let body = self.request(Method::GET, addr, &format!("/state/{me}")).await?;
+        Ok(PeerState::from_json(&body)?)
+    }
+
+    /// `GET /ping` at `addr`.
+    pub async fn ping(&self, addr: &str) -> Result<(), ContactError> {
+        self.request(Method::GET, addr, "/ping").await.map(|_| ())
+    }
+
+    /// `GET /probe/{target}` at `via`: does `via` reach `target`?
+    pub async fn probe(&self, via: &str, target: &str) -> Result<bool, ContactError> {
+        match self.request(Method::GET, via, &format!("/probe/{target}")).await {
+            Ok(_) => Ok(true),
+            Err(ContactError::Status(StatusCode::SERVICE_UNAVAILABLE)) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `POST /leave/{me}` at `addr`.
+    pub async fn send_leave(&self, addr: &str, me: &str) -> Result<(), ContactError> {
+        self.request(Method::POST, addr, &format!("/leave/{me}")).await.map(|_| ())
+    }
+
+    /// `GET {path}` at `addr`, returning the raw body (used by `les status`).
+    pub async fn get(&self, addr: &str, path: &str) -> Result<Bytes, ContactError> {
+        self.request(Method::GET, addr, path).await
+    }
+
+    async fn request(&self, method: Method, addr: &str, path: &str) -> Result<Bytes, ContactError> {
+        let uri: Uri = format!("http://{addr}{path}")
+            .parse()
+            .map_err(|e| ContactError::Connect(format!("bad address {addr:?}: {e}")))?;
+        let req = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header(hyper::header::USER_AGENT, concat!("les/", env!("CARGO_PKG_VERSION")))
+            .body(Empty::new())
+            .map_err(|e| ContactError::Connect(e.to_string()))?;
+        let exchange = async {
+            let resp = self.http.request(req).await.map_err(|e| {
+                if e.is_connect() {
+                    ContactError::Connect(error_chain(&e))
+                } else {
+                    ContactError::Broken(error_chain(&e))
+                }
+            })?;
+            let status = resp.status();
+            let body = Limited::new(resp.into_body(), MAX_BODY)
+                .collect()
+                .await
+                .map_err(|e| ContactError::Body(e.to_string()))?
+                .to_bytes();
+            if status.is_success() {
+                Ok(body)
+            } else {
+                Err(ContactError::Status(status))
+            }
+        };
+        tokio::time::timeout(self.timeout, exchange)
+            .await
+            .map_err(|_| ContactError::Timeout(self.timeout))?
+    }
+}
+
+/// The innermost cause is the useful part of hyper's error chain ("Connection refused").
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut msg = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        msg = format!("{msg}: {s}");
+        source = s.source();
+    }
+    msg
+}
+
+/// Adapts a [`Network`] to the connector interface hyper-util's pooled client wants.
+#[derive(Clone)]
+pub struct Connector<N> {
+    net: N,
+}
+
+impl<N: Network> tower_service::Service<Uri> for Connector<N> {
+    type Response = Conn<N::Stream>;
+    type Error = std::io::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let net = self.net.clone();
+        Box::pin(async move {
+            let authority = uri.authority().ok_or_else(|| {
+                std::io::Error::new(std::io::ErrorKind::InvalidInput, "URI has no host:port")
+            })?;
+            let stream = net.connect(authority.as_str().to_owned()).await?;
+            Ok(Conn(TokioIo::new(stream)))
+        })
+    }
+}
+
+/// A connected stream, usable by hyper.
+pub struct Conn<S>(TokioIo<S>);
+
+impl<S> Connection for Conn<S> {
+    fn connected(&self) -> Connected {
+        Connected::new()
+    }
+}
+
+impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> hyper::rt::Read for Conn<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().0).poll_read(cx, buf)
+    }
+}
+
+impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> hyper::rt::Write for Conn<S> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().0).poll_write(cx, buf)
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().0).poll_flush(cx)
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().0).poll_shutdown(cx)
+    }
+}

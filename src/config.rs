@@ -1,0 +1,439 @@
+//! Configuration: command-line flags, `LES_*` environment variables and a TOML file,
+//! merged into one validated [`Config`].
+//!
+//! Precedence is flag > environment > file > default. clap reads flags and environment
+//! together ([`RunArgs`], every field optional); the TOML file is read into [`FileConfig`]
+//! (unknown keys are rejected, so a typo is an error rather than a silently ignored
+//! setting); [`RunArgs::resolve`] merges the two over the defaults and validates the
+//! result. Library users skip all that and build a [`Config`] directly with
+//! [`Config::new`].
+//!
+//! Every key is documented with its default in `les.toml.example`, which a test parses.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::core::CoreConfig;
+use crate::wire::{check_addr, AddrError};
+
+/// Defaults, in one place; `les.toml.example` and `--help` repeat them.
+pub mod defaults {
+    use std::time::Duration;
+    /// Port the HTTP API listens on (the Python LES default).
+    pub const BIND_PORT: u16 = 4000;
+    /// Period of a gossip round. Failover is driven by "gossip on change" and refused
+    /// connections, so it takes round trips, not rounds; the interval mostly bounds how
+    /// fast a silent failure is noticed, and sets the idle cost.
+    pub const INTERVAL: Duration = Duration::from_millis(500);
+    /// Deadline for one request to a peer, connect included.
+    pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(1);
+    /// How long a member that timed out stays suspect before it is removed.
+    pub const SUSPICION_TIMEOUT: Duration = Duration::from_secs(2);
+    /// How long a removed member may not come back with its old start time.
+    pub const REJOIN_HOLDOFF: Duration = Duration::from_secs(5);
+    /// Members contacted per round in large clusters (leader and suspects always are).
+    pub const FANOUT: usize = 8;
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+/// A validated node configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Address the HTTP API listens on.
+    pub bind: SocketAddr,
+    /// `host:port` other nodes use to reach this one; also its identity.
+    pub advertise_addr: String,
+    /// Nodes contacted at start (may include this node). Only this node means a
+    /// one-node cluster, which leads at once.
+    pub seeds: Vec<String>,
+    /// Human-friendly name shown in `/diag/` and `les status`.
+    pub name: Option<String>,
+    /// Gossip round period.
+    pub interval: Duration,
+    /// Deadline for one request to a peer.
+    pub request_timeout: Duration,
+    /// Suspicion period before a member that timed out is removed.
+    pub suspicion_timeout: Duration,
+    /// How long a removed member may not come back with its old start time.
+    pub rejoin_holdoff: Duration,
+    /// Members contacted per round once there are more (0 = all).
+    pub fanout: usize,
+    /// Whether this node may lead; `false` makes a witness that only votes.
+    pub eligible: bool,
+}
+
+impl Config {
+    /// A configuration with every default, listening on `0.0.0.0` at the advertised port.
+    pub fn new(advertise_addr: impl Into<String>, seeds: Vec<String>) -> Self {
+        let advertise_addr = advertise_addr.into();
+        let port = advertise_addr
+            .rsplit_once(':')
+            .and_then(|(_, p)| p.parse().ok())
+            .unwrap_or(defaults::BIND_PORT);
+        Config {
+            bind: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port),
+            advertise_addr,
+            seeds,
+            name: None,
+            interval: defaults::INTERVAL,
+            request_timeout: defaults::REQUEST_TIMEOUT,
+            suspicion_timeout: defaults::SUSPICION_TIMEOUT,
+            rejoin_holdoff: defaults::REJOIN_HOLDOFF,
+            fanout: defaults::FANOUT,
+            eligible: true,
+        }
+    }
+
+    /// Check the settings before anything starts; the error names the offending key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        check_addr(&self.advertise_addr).map_err(|why| ConfigError::Address {
+            key: "advertise_addr",
+            value: self.advertise_addr.clone(),
+            why,
+        })?;
+        if self.seeds.is_empty() {
+            return Err(ConfigError::Invalid {
+                key: "seeds",
+                why: "at least one seed is required (list only this node's own address for a one-node cluster)".into(),
+            });
+        }
+        for seed in &self.seeds {
+            check_addr(seed).map_err(|why| ConfigError::Address {
+                key: "seeds",
+                value: seed.clone(),
+                why,
+            })?;
+        }
+        let positive = |key: &'static str, d: Duration| {
+            if d.is_zero() {
+                Err(ConfigError::Invalid {
+                    key,
+                    why: "must be greater than zero".into(),
+                })
+            } else {
+                Ok(())
+            }
+        };
+        positive("interval", self.interval)?;
+        positive("request_timeout", self.request_timeout)?;
+        positive("suspicion_timeout", self.suspicion_timeout)?;
+        if self.interval < Duration::from_millis(10) {
+            return Err(ConfigError::Invalid {
+                key: "interval",
+                why: "must be at least 10ms".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The part of the configuration the protocol core needs.
+    pub fn core_config(&self) -> CoreConfig {
+        CoreConfig {
+            fanout: self.fanout,
+            suspicion_timeout: self.suspicion_timeout,
+            rejoin_holdoff: self.rejoin_holdoff,
+            // Peers need at least request_timeout + suspicion_timeout to remove a silent
+            // node, and our own ticks are `interval` apart: a gap longer than both means
+            // we were frozen long enough to have been removed.
+            pause_threshold: self.interval + self.suspicion_timeout,
+            eligible: self.eligible,
+            name: self.name.clone(),
+            ..CoreConfig::default()
+        }
+    }
+}
+
+/// A configuration that cannot be used. Nothing has started when this is returned.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("`{key}`: {value:?} is not a valid host:port address: {why}")]
+    Address {
+        key: &'static str,
+        value: String,
+        why: AddrError,
+    },
+    #[error("`{key}` {why}")]
+    Invalid { key: &'static str, why: String },
+    #[error("`{key}` is required (flag --{flag}, environment {env}, or `{key}` in the config file)")]
+    Missing {
+        key: &'static str,
+        flag: &'static str,
+        env: &'static str,
+    },
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+}
+
+/// The TOML configuration file. Every key is optional; unknown keys are an error.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub bind_interface: Option<IpAddr>,
+    pub bind_port: Option<u16>,
+    pub advertise_addr: Option<String>,
+    pub seeds: Option<Vec<String>>,
+    pub name: Option<String>,
+    #[serde(default, with = "humantime_serde")]
+    pub interval: Option<Duration>,
+    /// Python-compatible alias of `interval`, in whole seconds.
+    pub loop_rate: Option<u64>,
+    #[serde(default, with = "humantime_serde")]
+    pub request_timeout: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub suspicion_timeout: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub rejoin_holdoff: Option<Duration>,
+    pub fanout: Option<usize>,
+    pub eligible: Option<bool>,
+    pub log_format: Option<LogFormat>,
+}
+
+impl FileConfig {
+    /// Read and parse a TOML config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text).map_err(|message| ConfigError::Parse {
+            path: path.to_owned(),
+            message,
+        })
+    }
+
+    /// Parse TOML text; the error message names the key and line.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        toml::from_str(text).map_err(|e| e.to_string().trim_end().replace('\n', " "))
+    }
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 250ms, 1s, 1m30s)"))
+}
+
+fn parse_seeds(s: &str) -> Result<Vec<String>, String> {
+    Ok(s.split(',').map(str::trim).filter(|x| !x.is_empty()).map(String::from).collect())
+}
+
+/// Flags (and `LES_*` environment variables) for running a node.
+///
+/// Every field is optional so that a value from the config file can fill it; defaults
+/// are applied last by [`RunArgs::resolve`].
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct RunArgs {
+    /// TOML config file (every key documented in les.toml.example).
+    #[arg(long, env = "LES_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Interface address the HTTP API binds to [default: 0.0.0.0].
+    #[arg(long, env = "LES_BIND_INTERFACE", value_name = "IP")]
+    pub bind_interface: Option<IpAddr>,
+    /// Port the HTTP API listens on [default: 4000].
+    #[arg(long, env = "LES_BIND_PORT", value_name = "PORT")]
+    pub bind_port: Option<u16>,
+    /// host:port other nodes use to reach this node; also its identity (required).
+    #[arg(long, env = "LES_ADVERTISE_ADDR", value_name = "HOST:PORT")]
+    pub advertise_addr: Option<String>,
+    /// Comma-separated host:port list of nodes to contact at start (required).
+    #[arg(long, env = "LES_SEEDS", value_name = "LIST", value_parser = parse_seeds)]
+    pub seeds: Option<Vec<String>>,
+    /// Gossip round period in whole seconds (the Python LES flag; prefer --interval).
+    #[arg(long, env = "LES_LOOP_RATE", value_name = "SECONDS", conflicts_with = "interval")]
+    pub loop_rate: Option<u64>,
+    /// Gossip round period, e.g. 250ms or 2s [default: 500ms].
+    #[arg(long, env = "LES_INTERVAL", value_name = "DURATION", value_parser = parse_duration)]
+    pub interval: Option<Duration>,
+    /// Deadline for one request to a peer [default: 1s].
+    #[arg(long, env = "LES_REQUEST_TIMEOUT", value_name = "DURATION", value_parser = parse_duration)]
+    pub request_timeout: Option<Duration>,
+    /// How long a member that timed out stays suspect before removal [default: 2s].
+    #[arg(long, env = "LES_SUSPICION_TIMEOUT", value_name = "DURATION", value_parser = parse_duration)]
+    pub suspicion_timeout: Option<Duration>,
+    /// How long a removed member may not return with its old start time [default: 5s].
+    #[arg(long, env = "LES_REJOIN_HOLDOFF", value_name = "DURATION", value_parser = parse_duration)]
+    pub rejoin_holdoff: Option<Duration>,
+    /// Members contacted per round in large clusters; 0 = all [default: 8].
+    #[arg(long, env = "LES_FANOUT", value_name = "N")]
+    pub fanout: Option<usize>,
+    /// Whether this node may lead; false makes a witness that only votes [default: true].
+    #[arg(long, env = "LES_ELIGIBLE", value_name = "BOOL")]
+    pub eligible: Option<bool>,
+    /// Node name shown in /diag/ and `les status`.
+    #[arg(long, env = "LES_NAME")]
+    pub name: Option<String>,
+    /// Log format [default: text]. Verbosity comes from RUST_LOG (default: info).
+    #[arg(long, env = "LES_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+}
+
+/// Everything `les` needs to run a node: the node config and process-level settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Resolved {
+    pub config: Config,
+    pub log_format: LogFormat,
+}
+
+impl RunArgs {
+    /// Merge flags/env over the config file (if any) over defaults, and validate.
+    pub fn resolve(&self) -> Result<Resolved, ConfigError> {
+        let file = match &self.config {
+            Some(path) => FileConfig::load(path)?,
+            None => FileConfig::default(),
+        };
+        self.resolve_with(file)
+    }
+
+    /// [`RunArgs::resolve`] with an already parsed file.
+    pub fn resolve_with(&self, file: FileConfig) -> Result<Resolved, ConfigError> {
+        let advertise_addr = self
+            .advertise_addr
+            .clone()
+            .or(file.advertise_addr)
+            .ok_or(ConfigError::Missing {
+                key: "advertise_addr",
+                flag: "advertise-addr",
+                env: "LES_ADVERTISE_ADDR",
+            })?;
+        let seeds = self.seeds.clone().or(file.seeds).ok_or(ConfigError::Missing {
+            key: "seeds",
+            flag: "seeds",
+            env: "LES_SEEDS",
+        })?;
+        let mut config = Config::new(advertise_addr, seeds);
+        let interface = self
+            .bind_interface
+            .or(file.bind_interface)
+            .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        let port = self.bind_port.or(file.bind_port).unwrap_or(defaults::BIND_PORT);
+        config.bind = SocketAddr::new(interface, port);
+        config.name = self.name.clone().or(file.name);
+        // A flag or env for one spelling of the interval beats the file's other spelling.
+        let cli_interval = self.interval.or(self.loop_rate.map(Duration::from_secs));
+        let file_interval = file.interval.or(file.loop_rate.map(Duration::from_secs));
+        if file.interval.is_some() && file.loop_rate.is_some() {
+            return Err(ConfigError::Invalid {
+                key: "loop_rate",
+                why: "and `interval` are the same setting; give only one".into(),
+            });
+        }
+        config.interval = cli_interval.or(file_interval).unwrap_or(defaults::INTERVAL);
+        config.request_timeout = self
+            .request_timeout
+            .or(file.request_timeout)
+            .unwrap_or(defaults::REQUEST_TIMEOUT);
+        config.suspicion_timeout = self
+            .suspicion_timeout
+            .or(file.suspicion_timeout)
+            .unwrap_or(defaults::SUSPICION_TIMEOUT);
+        config.rejoin_holdoff = self
+            .rejoin_holdoff
+            .or(file.rejoin_holdoff)
+            .unwrap_or(defaults::REJOIN_HOLDOFF);
+        config.fanout = self.fanout.or(file.fanout).unwrap_or(defaults::FANOUT);
+        config.eligible = self.eligible.or(file.eligible).unwrap_or(true);
+        config.validate()?;
+        Ok(Resolved {
+            config,
+            log_format: self.log_format.or(file.log_format).unwrap_or_default(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args() -> RunArgs {
+        RunArgs {
+            advertise_addr: Some("localhost:4000".into()),
+            seeds: Some(vec!["localhost:4000".into()]),
+            ..RunArgs::default()
+        }
+    }
+
+    #[test]
+    fn defaults_apply_when_nothing_is_given() {
+        let r = args().resolve_with(FileConfig::default()).unwrap();
+        assert_eq!(r.config.bind, "0.0.0.0:4000".parse().unwrap());
+        assert_eq!(r.config.interval, defaults::INTERVAL);
+        assert_eq!(r.log_format, LogFormat::Text);
+    }
+
+    #[test]
+    fn flags_beat_the_file_and_the_file_beats_defaults() {
+        let file = FileConfig::parse("bind_port = 4100\ninterval = \"2s\"\nfanout = 3\n").unwrap();
+        let mut a = args();
+        a.bind_port = Some(4200);
+        let r = a.resolve_with(file).unwrap();
+        assert_eq!(r.config.bind.port(), 4200);
+        assert_eq!(r.config.interval, Duration::from_secs(2));
+        assert_eq!(r.config.fanout, 3);
+    }
+
+    #[test]
+    fn loop_rate_is_the_python_spelling_of_interval() {
+        let mut a = args();
+        a.loop_rate = Some(5);
+        assert_eq!(a.resolve_with(FileConfig::default()).unwrap().config.interval, Duration::from_secs(5));
+        let both = FileConfig::parse("loop_rate = 1\ninterval = \"1s\"").unwrap();
+        let err = args().resolve_with(both).unwrap_err().to_string();
+        assert!(err.contains("loop_rate"), "{err}");
+    }
+
+    #[test]
+    fn an_unknown_key_is_an_error_that_names_it() {
+        let err = FileConfig::parse("bind_prot = 1").unwrap_err();
+        assert!(err.contains("bind_prot"), "{err}");
+    }
+
+    #[test]
+    fn a_bad_duration_in_the_file_names_the_key() {
+        let err = FileConfig::parse("interval = \"fast\"").unwrap_err();
+        assert!(err.contains("interval"), "{err}");
+    }
+
+    #[test]
+    fn missing_and_invalid_values_name_the_key() {
+        let err = RunArgs::default().resolve_with(FileConfig::default()).unwrap_err();
+        assert!(err.to_string().contains("advertise_addr"), "{err}");
+        let mut a = args();
+        a.seeds = Some(vec!["nope".into()]);
+        let err = a.resolve_with(FileConfig::default()).unwrap_err().to_string();
+        assert!(err.contains("seeds") && err.contains("nope"), "{err}");
+        let mut a = args();
+        a.interval = Some(Duration::ZERO);
+        let err = a.resolve_with(FileConfig::default()).unwrap_err().to_string();
+        assert!(err.contains("interval"), "{err}");
+    }
+
+    #[test]
+    fn the_example_file_parses_and_sets_every_key() {
+        let text = include_str!("../les.toml.example");
+        let file = FileConfig::parse(text).unwrap();
+        let json = serde_json::to_value(&file).unwrap();
+        let obj = json.as_object().unwrap();
+        // `loop_rate` is the Python alias of `interval`; the example documents it in a
+        // comment, since giving both is an error.
+        let unset: Vec<&String> = obj.iter().filter(|(k, v)| v.is_null() && *k != "loop_rate").map(|(k, _)| k).collect();
+        assert!(unset.is_empty(), "les.toml.example does not set {unset:?}");
+        assert!(text.contains("# loop_rate"), "les.toml.example must mention loop_rate");
+        args().resolve_with(file).unwrap();
+    }
+}
