@@ -8,6 +8,7 @@
 //! | `GET /diag` | `{"state", "member_states", "member_info"}`, pretty-printed |
 //! | `POST /leave/{addr}` | `{addr}` is leaving: drop it now (les extension) |
 //! | `GET /probe/{addr}` | `200` if this node can ping `{addr}`, `503` if not (les extension, SWIM indirect probe) |
+//! | `GET /metrics` | counters in Prometheus text format (les extension) |
 //!
 //! Trailing slashes are accepted everywhere. The server never blocks on the protocol
 //! loop: `/state` is served from a pre-serialized snapshot the loop publishes, and
@@ -20,7 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http_body_util::Full;
-use hyper::body::{Bytes, Incoming};
+use hyper::body::{Body as _, Bytes, Incoming};
 use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
@@ -30,6 +31,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::client::PeerClient;
+use crate::metrics::Metrics;
 use crate::net::Network;
 use crate::wire::{check_addr, Diag};
 
@@ -52,6 +54,7 @@ pub(crate) struct Api<N: Network> {
     pub inbound: mpsc::Sender<Inbound>,
     /// For `/probe/{addr}`.
     pub client: PeerClient<N>,
+    pub metrics: Arc<Metrics>,
 }
 
 type Resp = Response<Full<Bytes>>;
@@ -59,13 +62,15 @@ type Resp = Response<Full<Bytes>>;
 fn text(status: StatusCode, body: &'static str) -> Resp {
     let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
     *r.status_mut() = status;
-    r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
     r
 }
 
 fn json(body: Bytes) -> Resp {
     let mut r = Response::new(Full::new(body));
-    r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     r
 }
 
@@ -88,7 +93,9 @@ pub(crate) async fn route<N: Network>(api: &Api<N>, method: &Method, path: &str)
         (&Method::GET, "ping", None) if leaving => text(StatusCode::SERVICE_UNAVAILABLE, "leaving"),
         (&Method::GET, "ping", None) => text(StatusCode::OK, "OK"),
         (&Method::GET, "state", None) => json(api.state_json.borrow().clone()),
-        (&Method::GET, "state", Some(_)) if leaving => text(StatusCode::SERVICE_UNAVAILABLE, "leaving"),
+        (&Method::GET, "state", Some(_)) if leaving => {
+            text(StatusCode::SERVICE_UNAVAILABLE, "leaving")
+        }
         (&Method::GET, "state", Some(addr)) => {
             // Never wait on the loop: under a flood, drop the notice (the caller retries).
             let _ = api.inbound.try_send(Inbound::Announced(addr.to_string()));
@@ -111,14 +118,21 @@ pub(crate) async fn route<N: Network>(api: &Api<N>, method: &Method, path: &str)
             }
         }
         (&Method::POST, "leave", Some(addr)) => {
-            let _ = api.inbound.try_send(Inbound::LeaveReceived(addr.to_string()));
+            let _ = api
+                .inbound
+                .try_send(Inbound::LeaveReceived(addr.to_string()));
             text(StatusCode::OK, "OK")
         }
         (&Method::GET, "probe", Some(addr)) => match api.client.ping(addr).await {
             Ok(()) => text(StatusCode::OK, "OK"),
             Err(_) => text(StatusCode::SERVICE_UNAVAILABLE, "unreachable"),
         },
-        (_, "ping" | "state" | "diag" | "leave" | "probe", _) => {
+        (&Method::GET, "metrics", None) => {
+            let mut r = text(StatusCode::OK, "");
+            *r.body_mut() = Full::new(Bytes::from(api.metrics.render()));
+            r
+        }
+        (_, "ping" | "state" | "diag" | "leave" | "probe" | "metrics", _) => {
             text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
         }
         _ => text(StatusCode::NOT_FOUND, "not found"),
@@ -155,6 +169,11 @@ pub(crate) async fn serve<N: Network>(
                 let api = api.clone();
                 async move {
                     let resp = route(&api, req.method(), req.uri().path()).await;
+                    Metrics::add(&api.metrics.requests_served, 1);
+                    Metrics::add(
+                        &api.metrics.bytes_served,
+                        resp.body().size_hint().exact().unwrap_or(0),
+                    );
                     Ok::<_, Infallible>(resp)
                 }
             });

@@ -11,14 +11,17 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use hyper::body::Bytes;
 use http_body_util::{BodyExt, Empty, Limited};
+use hyper::body::Bytes;
 use hyper::{Method, Request, StatusCode, Uri};
 use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
+use std::sync::Arc;
+
 use crate::core::Failure;
+use crate::metrics::Metrics;
 use crate::net::Network;
 use crate::wire::{PeerState, StateParseError};
 
@@ -48,7 +51,9 @@ impl ContactError {
         match self {
             ContactError::Connect(_) => Failure::Refused,
             ContactError::Timeout(_) | ContactError::Broken(_) => Failure::Timeout,
-            ContactError::Status(_) | ContactError::Body(_) | ContactError::State(_) => Failure::BadResponse,
+            ContactError::Status(_) | ContactError::Body(_) | ContactError::State(_) => {
+                Failure::BadResponse
+            }
         }
     }
 }
@@ -58,23 +63,35 @@ impl ContactError {
 pub struct PeerClient<N: Network> {
     http: Client<Connector<N>, Empty<Bytes>>,
     timeout: Duration,
+    metrics: Arc<Metrics>,
 }
 
 impl<N: Network> PeerClient<N> {
     /// A client whose every request must complete within `timeout`.
     pub fn new(net: N, timeout: Duration) -> Self {
+        Self::with_metrics(net, timeout, Arc::default())
+    }
+
+    /// Like [`PeerClient::new`], counting requests and bytes in `metrics`.
+    pub fn with_metrics(net: N, timeout: Duration, metrics: Arc<Metrics>) -> Self {
         let http = Client::builder(TokioExecutor::new())
             .timer(TokioTimer::new())
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(Duration::from_secs(30))
             .pool_max_idle_per_host(2)
             .build(Connector { net });
-        PeerClient { http, timeout }
+        PeerClient {
+            http,
+            timeout,
+            metrics,
+        }
     }
 
     /// `GET /state/{me}` at `addr`: fetch its state and announce ourselves.
     pub async fn fetch_state(&self, addr: &str, me: &str) -> Result<PeerState, ContactError> {
-        let body = self.request(Method::GET, addr, &format!("/state/{me}")).await?;
+        let body = self
+            .request(Method::GET, addr, &format!("/state/{me}"))
+            .await?;
         Ok(PeerState::from_json(&body)?)
     }
 
@@ -85,7 +102,10 @@ impl<N: Network> PeerClient<N> {
 
     /// `GET /probe/{target}` at `via`: does `via` reach `target`?
     pub async fn probe(&self, via: &str, target: &str) -> Result<bool, ContactError> {
-        match self.request(Method::GET, via, &format!("/probe/{target}")).await {
+        match self
+            .request(Method::GET, via, &format!("/probe/{target}"))
+            .await
+        {
             Ok(_) => Ok(true),
             Err(ContactError::Status(StatusCode::SERVICE_UNAVAILABLE)) => Ok(false),
             Err(e) => Err(e),
@@ -94,7 +114,9 @@ impl<N: Network> PeerClient<N> {
 
     /// `POST /leave/{me}` at `addr`.
     pub async fn send_leave(&self, addr: &str, me: &str) -> Result<(), ContactError> {
-        self.request(Method::POST, addr, &format!("/leave/{me}")).await.map(|_| ())
+        self.request(Method::POST, addr, &format!("/leave/{me}"))
+            .await
+            .map(|_| ())
     }
 
     /// `GET {path}` at `addr`, returning the raw body (used by `les status`).
@@ -109,7 +131,10 @@ impl<N: Network> PeerClient<N> {
         let req = Request::builder()
             .method(method)
             .uri(uri)
-            .header(hyper::header::USER_AGENT, concat!("les/", env!("CARGO_PKG_VERSION")))
+            .header(
+                hyper::header::USER_AGENT,
+                concat!("les/", env!("CARGO_PKG_VERSION")),
+            )
             .body(Empty::new())
             .map_err(|e| ContactError::Connect(e.to_string()))?;
         let exchange = async {
@@ -132,9 +157,16 @@ impl<N: Network> PeerClient<N> {
                 Err(ContactError::Status(status))
             }
         };
-        tokio::time::timeout(self.timeout, exchange)
+        Metrics::add(&self.metrics.requests_sent, 1);
+        let result = tokio::time::timeout(self.timeout, exchange)
             .await
-            .map_err(|_| ContactError::Timeout(self.timeout))?
+            .map_err(|_| ContactError::Timeout(self.timeout))
+            .and_then(|r| r);
+        match &result {
+            Ok(body) => Metrics::add(&self.metrics.bytes_received, body.len() as u64),
+            Err(_) => Metrics::add(&self.metrics.requests_failed, 1),
+        }
+        result
     }
 }
 
@@ -196,7 +228,11 @@ impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> hyper::rt::Read fo
 }
 
 impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> hyper::rt::Write for Conn<S> {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
         Pin::new(&mut self.get_mut().0).poll_write(cx, buf)
     }
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {

@@ -167,7 +167,9 @@ pub enum ConfigError {
     },
     #[error("`{key}` {why}")]
     Invalid { key: &'static str, why: String },
-    #[error("`{key}` is required (flag --{flag}, environment {env}, or `{key}` in the config file)")]
+    #[error(
+        "`{key}` is required (flag --{flag}, environment {env}, or `{key}` in the config file)"
+    )]
     Missing {
         key: &'static str,
         flag: &'static str,
@@ -230,7 +232,11 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 fn parse_seeds(s: &str) -> Result<Vec<String>, String> {
-    Ok(s.split(',').map(str::trim).filter(|x| !x.is_empty()).map(String::from).collect())
+    Ok(s.split(',')
+        .map(str::trim)
+        .filter(|x| !x.is_empty())
+        .map(String::from)
+        .collect())
 }
 
 /// Flags (and `LES_*` environment variables) for running a node.
@@ -255,7 +261,12 @@ pub struct RunArgs {
     #[arg(long, env = "LES_SEEDS", value_name = "LIST", value_parser = parse_seeds)]
     pub seeds: Option<Vec<String>>,
     /// Gossip round period in whole seconds (the Python LES flag; prefer --interval).
-    #[arg(long, env = "LES_LOOP_RATE", value_name = "SECONDS", conflicts_with = "interval")]
+    #[arg(
+        long,
+        env = "LES_LOOP_RATE",
+        value_name = "SECONDS",
+        conflicts_with = "interval"
+    )]
     pub loop_rate: Option<u64>,
     /// Gossip round period, e.g. 250ms or 2s [default: 500ms].
     #[arg(long, env = "LES_INTERVAL", value_name = "DURATION", value_parser = parse_duration)]
@@ -302,26 +313,33 @@ impl RunArgs {
 
     /// [`RunArgs::resolve`] with an already parsed file.
     pub fn resolve_with(&self, file: FileConfig) -> Result<Resolved, ConfigError> {
-        let advertise_addr = self
-            .advertise_addr
+        let advertise_addr =
+            self.advertise_addr
+                .clone()
+                .or(file.advertise_addr)
+                .ok_or(ConfigError::Missing {
+                    key: "advertise_addr",
+                    flag: "advertise-addr",
+                    env: "LES_ADVERTISE_ADDR",
+                })?;
+        let seeds = self
+            .seeds
             .clone()
-            .or(file.advertise_addr)
+            .or(file.seeds)
             .ok_or(ConfigError::Missing {
-                key: "advertise_addr",
-                flag: "advertise-addr",
-                env: "LES_ADVERTISE_ADDR",
+                key: "seeds",
+                flag: "seeds",
+                env: "LES_SEEDS",
             })?;
-        let seeds = self.seeds.clone().or(file.seeds).ok_or(ConfigError::Missing {
-            key: "seeds",
-            flag: "seeds",
-            env: "LES_SEEDS",
-        })?;
         let mut config = Config::new(advertise_addr, seeds);
         let interface = self
             .bind_interface
             .or(file.bind_interface)
             .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
-        let port = self.bind_port.or(file.bind_port).unwrap_or(defaults::BIND_PORT);
+        let port = self
+            .bind_port
+            .or(file.bind_port)
+            .unwrap_or(defaults::BIND_PORT);
         config.bind = SocketAddr::new(interface, port);
         config.name = self.name.clone().or(file.name);
         // A flag or env for one spelling of the interval beats the file's other spelling.
@@ -391,7 +409,13 @@ mod tests {
     fn loop_rate_is_the_python_spelling_of_interval() {
         let mut a = args();
         a.loop_rate = Some(5);
-        assert_eq!(a.resolve_with(FileConfig::default()).unwrap().config.interval, Duration::from_secs(5));
+        assert_eq!(
+            a.resolve_with(FileConfig::default())
+                .unwrap()
+                .config
+                .interval,
+            Duration::from_secs(5)
+        );
         let both = FileConfig::parse("loop_rate = 1\ninterval = \"1s\"").unwrap();
         let err = args().resolve_with(both).unwrap_err().to_string();
         assert!(err.contains("loop_rate"), "{err}");
@@ -411,15 +435,23 @@ mod tests {
 
     #[test]
     fn missing_and_invalid_values_name_the_key() {
-        let err = RunArgs::default().resolve_with(FileConfig::default()).unwrap_err();
+        let err = RunArgs::default()
+            .resolve_with(FileConfig::default())
+            .unwrap_err();
         assert!(err.to_string().contains("advertise_addr"), "{err}");
         let mut a = args();
         a.seeds = Some(vec!["nope".into()]);
-        let err = a.resolve_with(FileConfig::default()).unwrap_err().to_string();
+        let err = a
+            .resolve_with(FileConfig::default())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("seeds") && err.contains("nope"), "{err}");
         let mut a = args();
         a.interval = Some(Duration::ZERO);
-        let err = a.resolve_with(FileConfig::default()).unwrap_err().to_string();
+        let err = a
+            .resolve_with(FileConfig::default())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("interval"), "{err}");
     }
 
@@ -431,9 +463,16 @@ mod tests {
         let obj = json.as_object().unwrap();
         // `loop_rate` is the Python alias of `interval`; the example documents it in a
         // comment, since giving both is an error.
-        let unset: Vec<&String> = obj.iter().filter(|(k, v)| v.is_null() && *k != "loop_rate").map(|(k, _)| k).collect();
+        let unset: Vec<&String> = obj
+            .iter()
+            .filter(|(k, v)| v.is_null() && *k != "loop_rate")
+            .map(|(k, _)| k)
+            .collect();
         assert!(unset.is_empty(), "les.toml.example does not set {unset:?}");
-        assert!(text.contains("# loop_rate"), "les.toml.example must mention loop_rate");
+        assert!(
+            text.contains("# loop_rate"),
+            "les.toml.example must mention loop_rate"
+        );
         args().resolve_with(file).unwrap();
     }
 }

@@ -392,7 +392,11 @@ impl Core {
             }
             Event::Announced { addr } => self.on_announced(addr, &mut out),
             Event::LeaveReceived { addr } => {
-                let start_time = self.members.get(&addr).and_then(|m| m.state.as_ref()).map(|s| s.start_time);
+                let start_time = self
+                    .members
+                    .get(&addr)
+                    .and_then(|m| m.state.as_ref())
+                    .map(|s| s.start_time);
                 if self.members.contains_key(&addr) {
                     self.remove(now, &addr, start_time, RemoveReason::Left, &mut out);
                 }
@@ -438,7 +442,10 @@ impl Core {
         let expired: Vec<String> = self
             .members
             .iter()
-            .filter(|(_, m)| m.suspect_since.is_some_and(|s| now.saturating_sub(s) >= self.cfg.suspicion_timeout))
+            .filter(|(_, m)| {
+                m.suspect_since
+                    .is_some_and(|s| now.saturating_sub(s) >= self.cfg.suspicion_timeout)
+            })
             .map(|(a, _)| a.clone())
             .collect();
         for addr in expired {
@@ -461,7 +468,8 @@ impl Core {
     /// node waits for confirmation of its own leadership.
     fn round_targets(&mut self) -> Vec<String> {
         let n = self.members.len();
-        let pending_self = self.leader.is_none() && self.nominee().as_deref() == Some(self.me.as_str());
+        let pending_self =
+            self.leader.is_none() && self.nominee().as_deref() == Some(self.me.as_str());
         if self.cfg.fanout == 0 || n <= self.cfg.fanout || pending_self {
             return self.members.keys().cloned().collect();
         }
@@ -498,7 +506,11 @@ impl Core {
             .is_some_and(|t| t.start_time.is_none_or(|st| st == state.start_time));
         if state.leaving || stale {
             if self.members.contains_key(&from) {
-                let reason = if state.leaving { RemoveReason::Left } else { RemoveReason::Stale };
+                let reason = if state.leaving {
+                    RemoveReason::Left
+                } else {
+                    RemoveReason::Stale
+                };
                 self.remove(now, &from, Some(state.start_time), reason, out);
             }
             return;
@@ -567,7 +579,9 @@ impl Core {
                     let helpers: Vec<String> = self
                         .members
                         .iter()
-                        .filter(|(a, m)| **a != addr && m.suspect_since.is_none() && m.state.is_some())
+                        .filter(|(a, m)| {
+                            **a != addr && m.suspect_since.is_none() && m.state.is_some()
+                        })
                         .map(|(a, _)| a.clone())
                         .choose_multiple(&mut self.rng, k);
                     for via in helpers {
@@ -594,9 +608,12 @@ impl Core {
             // Unknown caller: fetch its state, which adds it if it answers (rule 3).
             None => self.fetch(addr, out),
             Some(m) => {
-                let waiting_for_votes = self.leader.is_none()
-                    && self.nominee().as_deref() == Some(self.me.as_str());
-                let stale_vote = m.state.as_ref().is_none_or(|s| s.leader.as_deref() != Some(&self.me));
+                let waiting_for_votes =
+                    self.leader.is_none() && self.nominee().as_deref() == Some(self.me.as_str());
+                let stale_vote = m
+                    .state
+                    .as_ref()
+                    .is_none_or(|s| s.leader.as_deref() != Some(&self.me));
                 if waiting_for_votes && stale_vote {
                     self.fetch(addr, out);
                 }
@@ -627,7 +644,14 @@ impl Core {
         }
     }
 
-    fn remove(&mut self, now: Duration, addr: &str, start_time: Option<f64>, reason: RemoveReason, out: &mut Vec<Action>) {
+    fn remove(
+        &mut self,
+        now: Duration,
+        addr: &str,
+        start_time: Option<f64>,
+        reason: RemoveReason,
+        out: &mut Vec<Action>,
+    ) {
         if self.members.shift_remove(addr).is_some() {
             self.tombstones.insert(
                 addr.to_string(),
@@ -645,7 +669,9 @@ impl Core {
 
     /// The most senior eligible node among this one and the members whose state we hold.
     fn nominee(&self) -> Option<String> {
-        let mine = self.eligible().then_some((self.start_time, self.me.as_str()));
+        let mine = self
+            .eligible()
+            .then_some((self.start_time, self.me.as_str()));
         let theirs = self.members.iter().filter_map(|(addr, m)| {
             let s = m.state.as_ref()?;
             (s.eligible && !s.leaving).then_some((s.start_time, addr.as_str()))
@@ -664,7 +690,10 @@ impl Core {
             // Before the first vote, wait until every seed has answered or failed once and
             // every address learned so far has been tried: they may change the nominee, and
             // a joining node should not vote twice. Each wait ends within a request timeout.
-            let learning = self.in_flight.iter().any(|a| !self.members.contains_key(a) && !self.seeds.contains(a));
+            let learning = self
+                .in_flight
+                .iter()
+                .any(|a| !self.members.contains_key(a) && !self.seeds.contains(a));
             if learning || !self.seeds_unanswered.is_empty() {
                 return;
             }
@@ -673,7 +702,9 @@ impl Core {
             None => None,
             Some(n) if n == self.me => {
                 let confirmed = self.members.values().all(|m| {
-                    m.state.as_ref().is_some_and(|s| s.leader.as_deref() == Some(self.me.as_str()))
+                    m.state
+                        .as_ref()
+                        .is_some_and(|s| s.leader.as_deref() == Some(self.me.as_str()))
                 });
                 if self.leader.as_deref() == Some(self.me.as_str()) || confirmed {
                     Some(n)

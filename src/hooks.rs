@@ -52,7 +52,10 @@ impl HookError {
 /// ```
 pub trait LeaderChanged: Send + Sync + 'static {
     /// Called once per change, in order, never concurrently.
-    fn leader_changed(&self, change: LeaderChange) -> impl Future<Output = Result<(), HookError>> + Send;
+    fn leader_changed(
+        &self,
+        change: LeaderChange,
+    ) -> impl Future<Output = Result<(), HookError>> + Send;
 }
 
 type BoxFuture = Pin<Box<dyn Future<Output = Result<(), HookError>> + Send>>;

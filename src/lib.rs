@@ -1,8 +1,53 @@
+//! **les** — Leader Election by Seniority.
+//!
+//! A small cluster of nodes gossips membership over HTTP and agrees on one leader: the
+//! node that has been running longest. A restarted node is junior again, so leadership
+//! is stable. The wire protocol is compatible with the original Python LES, so a fleet
+//! can migrate node by node.
+//!
+//! # Layout
+//! - [`core`]: the protocol as a pure state machine — membership, failure detection and
+//!   the election rules. No I/O, no clock; unit-tested rule by rule.
+//! - [`node`]: the runtime that drives the core with tokio: timers, one task per peer
+//!   request, graceful leave. Start a node here and hold its [`node::NodeHandle`].
+//! - [`api`] and [`client`]: the HTTP API a node serves and the pooled client it uses.
+//! - [`wire`]: the JSON documents on the wire, and validation of what peers send.
+//! - [`config`]: flags, environment and TOML merged into a validated [`config::Config`].
+//! - [`hooks`]: the [`hooks::LeaderChanged`] trait and its calling contract.
+//! - [`net`]: the network and wall-clock seams (real, or simulated in tests).
+//! - [`metrics`]: counters, also served on `GET /metrics`.
+//!
+//! # Embedding
+//! ```no_run
+//! use les::config::Config;
+//! use les::hooks::{HookError, LeaderChange, LeaderChanged};
+//! use les::node::Node;
+//!
+//! struct Announce;
+//! impl LeaderChanged for Announce {
+//!     async fn leader_changed(&self, change: LeaderChange) -> Result<(), HookError> {
+//!         println!("leader is now {:?} (term {})", change.current, change.term);
+//!         Ok(())
+//!     }
+//! }
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let config = Config::new("10.0.0.1:4000", vec!["10.0.0.1:4000".into(), "10.0.0.2:4000".into()]);
+//! let node = Node::builder(config).on_leader_change(Announce).start().await?;
+//! let mut view = node.subscribe();
+//! view.changed().await?;
+//! println!("leader: {:?}", node.leader());
+//! node.leave().await; // graceful: hands leadership over at once
+//! # Ok(())
+//! # }
+//! ```
+
 pub mod api;
 pub mod client;
 pub mod config;
 pub mod core;
 pub mod hooks;
+pub mod metrics;
 pub mod net;
 pub mod node;
 pub mod wire;

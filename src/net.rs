@@ -25,7 +25,10 @@ pub trait Network: Clone + Send + Sync + 'static {
     /// The address a listener is bound to (useful with port 0).
     fn local_addr(&self, listener: &Self::Listener) -> io::Result<SocketAddr>;
     /// Accept the next connection.
-    fn accept(&self, listener: &Self::Listener) -> impl Future<Output = io::Result<Self::Stream>> + Send;
+    fn accept(
+        &self,
+        listener: &Self::Listener,
+    ) -> impl Future<Output = io::Result<Self::Stream>> + Send;
     /// Connect to `host:port`, resolving the host name as this network does.
     fn connect(&self, addr: String) -> impl Future<Output = io::Result<Self::Stream>> + Send;
 }

@@ -32,6 +32,7 @@ use crate::client::{ContactError, PeerClient};
 use crate::config::{Config, ConfigError};
 use crate::core::{Action, Core, Event, Failure, LeaderChange};
 use crate::hooks::{self, Dispatch, Handlers, LeaderChanged};
+use crate::metrics::{Metrics, MetricsSnapshot};
 use crate::net::{Network, SystemClock, TokioNetwork, WallClock};
 use crate::wire::{Diag, PeerState};
 
@@ -143,17 +144,30 @@ impl<N: Network> NodeBuilder<N> {
     pub async fn start(self) -> Result<NodeHandle, NodeError> {
         let cfg = self.config;
         cfg.validate()?;
-        let listener = self.net.bind(cfg.bind).await.map_err(|source| NodeError::Bind {
-            addr: cfg.bind,
-            source,
-        })?;
-        let local_addr = self.net.local_addr(&listener).map_err(|source| NodeError::Bind {
-            addr: cfg.bind,
-            source,
-        })?;
+        let listener = self
+            .net
+            .bind(cfg.bind)
+            .await
+            .map_err(|source| NodeError::Bind {
+                addr: cfg.bind,
+                source,
+            })?;
+        let local_addr = self
+            .net
+            .local_addr(&listener)
+            .map_err(|source| NodeError::Bind {
+                addr: cfg.bind,
+                source,
+            })?;
         let start_time = self.clock.now_epoch();
         let seed = self.rng_seed.unwrap_or(start_time.to_bits());
-        let core = Core::new(cfg.core_config(), cfg.advertise_addr.clone(), start_time, &cfg.seeds, seed);
+        let core = Core::new(
+            cfg.core_config(),
+            cfg.advertise_addr.clone(),
+            start_time,
+            &cfg.seeds,
+            seed,
+        );
 
         let tracker = TaskTracker::new();
         let stop = CancellationToken::new();
@@ -170,16 +184,30 @@ impl<N: Network> NodeBuilder<N> {
         let (dispatch_tx, dispatch_rx) = mpsc::unbounded_channel();
         let (failed_tx, failed_rx) = mpsc::unbounded_channel();
         let leaving = Arc::new(AtomicBool::new(false));
-        let client = PeerClient::new(self.net.clone(), cfg.request_timeout);
+        let metrics = Arc::new(Metrics::default());
+        let client =
+            PeerClient::with_metrics(self.net.clone(), cfg.request_timeout, metrics.clone());
 
-        tracker.spawn(hooks::dispatch(self.handlers, dispatch_rx, failed_tx, self.hook_timeout));
+        tracker.spawn(hooks::dispatch(
+            self.handlers,
+            dispatch_rx,
+            failed_tx,
+            self.hook_timeout,
+        ));
         let api = Arc::new(Api {
             state_json: state_rx,
             leaving: leaving.clone(),
             inbound: inbound_tx.clone(),
             client: client.clone(),
+            metrics: metrics.clone(),
         });
-        tracker.spawn(api::serve(self.net.clone(), listener, api, server_stop.clone(), tracker.clone()));
+        tracker.spawn(api::serve(
+            self.net.clone(),
+            listener,
+            api,
+            server_stop.clone(),
+            tracker.clone(),
+        ));
 
         tracing::info!(
             addr = %cfg.advertise_addr,
@@ -204,6 +232,7 @@ impl<N: Network> NodeBuilder<N> {
             requests_stop: requests_stop.clone(),
             leaves: Vec::new(),
             warned: HashSet::new(),
+            metrics: metrics.clone(),
         };
         tracker.spawn(protocol.run(
             Channels {
@@ -228,6 +257,7 @@ impl<N: Network> NodeBuilder<N> {
             inbound: inbound_tx,
             stop,
             tracker,
+            metrics,
         })
     }
 }
@@ -241,9 +271,15 @@ pub struct NodeHandle {
     inbound: mpsc::Sender<Inbound>,
     stop: CancellationToken,
     tracker: TaskTracker,
+    metrics: Arc<Metrics>,
 }
 
 impl NodeHandle {
+    /// Request, byte and leadership counters (also served on `GET /metrics`).
+    pub fn metrics(&self) -> MetricsSnapshot {
+        self.metrics.snapshot()
+    }
+
     /// This node's advertised address (its identity).
     pub fn addr(&self) -> &str {
         &self.addr
@@ -273,7 +309,10 @@ impl NodeHandle {
     /// The `/diag/` document.
     pub async fn diag(&self) -> Result<Diag, NodeError> {
         let (tx, rx) = oneshot::channel();
-        self.inbound.send(Inbound::Diag(tx)).await.map_err(|_| NodeError::Stopped)?;
+        self.inbound
+            .send(Inbound::Diag(tx))
+            .await
+            .map_err(|_| NodeError::Stopped)?;
         rx.await.map_err(|_| NodeError::Stopped)
     }
 
@@ -333,10 +372,17 @@ struct Protocol<N: Network> {
     leaves: Vec<String>,
     /// Peers already warned about for a bad answer (log once, not every round).
     warned: HashSet<String>,
+    metrics: Arc<Metrics>,
 }
 
 impl<N: Network> Protocol<N> {
-    async fn run(mut self, mut ch: Channels, timing: Timing, stop: CancellationToken, server_stop: CancellationToken) {
+    async fn run(
+        mut self,
+        mut ch: Channels,
+        timing: Timing,
+        stop: CancellationToken,
+        server_stop: CancellationToken,
+    ) {
         let mut ticker = tokio::time::interval(timing.interval);
         ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
@@ -432,6 +478,7 @@ impl<N: Network> Protocol<N> {
                         is_self = change.gained(),
                         "leader changed"
                     );
+                    Metrics::add(&self.metrics.leader_changes, 1);
                     let _ = self.dispatch_tx.send(Dispatch::Change(change));
                 }
                 Action::MemberAdded { addr } => tracing::info!(peer = %addr, "member added"),
@@ -445,6 +492,12 @@ impl<N: Network> Protocol<N> {
                 }
             }
         }
+        Metrics::set(&self.metrics.members, self.core.members().count() as u64);
+        Metrics::set(&self.metrics.term, self.core.term());
+        Metrics::set(
+            &self.metrics.is_leader,
+            u64::from(self.core.leader() == Some(self.me.as_str())),
+        );
         let view = LeaderView {
             leader: self.core.leader().map(str::to_string),
             term: self.core.term(),

@@ -169,7 +169,10 @@ pub fn check_addr(addr: &str) -> Result<(), AddrError> {
         _ => return Err(AddrError::BadPort),
     }
     let host_ok = if let Some(inner) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
-        !inner.is_empty() && inner.chars().all(|c| c.is_ascii_hexdigit() || c == ':' || c == '.')
+        !inner.is_empty()
+            && inner
+                .chars()
+                .all(|c| c.is_ascii_hexdigit() || c == ':' || c == '.')
     } else {
         !host.is_empty()
             && host
@@ -211,7 +214,8 @@ mod tests {
 
     #[test]
     fn python_state_parses_and_defaults_the_new_fields() {
-        let body = br#"{"members": ["a:1", "b:2"], "leader": false, "start_time": 1627515912.646504}"#;
+        let body =
+            br#"{"members": ["a:1", "b:2"], "leader": false, "start_time": 1627515912.646504}"#;
         let s = PeerState::from_json(body).unwrap();
         assert_eq!(s.leader, None);
         assert_eq!(s.term, 0);
@@ -253,13 +257,22 @@ mod tests {
             br#"{"members": ["a:1/../x"], "leader": false, "start_time": 1}"#,
             br#"{"members": [], "leader": "a:99999", "start_time": 1}"#,
         ] {
-            assert!(PeerState::from_json(body).is_err(), "{:?}", String::from_utf8_lossy(body));
+            assert!(
+                PeerState::from_json(body).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(body)
+            );
         }
     }
 
     #[test]
     fn addresses_are_host_colon_port() {
-        for ok in ["localhost:4000", "10.0.0.1:1", "[::1]:4000", "node_1.example.org:65535"] {
+        for ok in [
+            "localhost:4000",
+            "10.0.0.1:1",
+            "[::1]:4000",
+            "node_1.example.org:65535",
+        ] {
             assert_eq!(check_addr(ok), Ok(()), "{ok}");
         }
         assert_eq!(check_addr(""), Err(AddrError::Empty));

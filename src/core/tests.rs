@@ -33,15 +33,32 @@ fn node(me: &str, start_time: f64, seed_list: &[&str]) -> Core {
 }
 
 fn tick(core: &mut Core, now: Duration) -> Vec<Action> {
-    core.handle(now, Event::Tick { wall: 1000.0 + now.as_secs_f64() })
+    core.handle(
+        now,
+        Event::Tick {
+            wall: 1000.0 + now.as_secs_f64(),
+        },
+    )
 }
 
 fn recv(core: &mut Core, now: Duration, from: &str, s: PeerState) -> Vec<Action> {
-    core.handle(now, Event::StateReceived { from: from.into(), state: s })
+    core.handle(
+        now,
+        Event::StateReceived {
+            from: from.into(),
+            state: s,
+        },
+    )
 }
 
 fn fail(core: &mut Core, now: Duration, addr: &str, failure: Failure) -> Vec<Action> {
-    core.handle(now, Event::ContactFailed { addr: addr.into(), failure })
+    core.handle(
+        now,
+        Event::ContactFailed {
+            addr: addr.into(),
+            failure,
+        },
+    )
 }
 
 fn fetches(actions: &[Action]) -> Vec<&str> {
@@ -110,7 +127,11 @@ fn no_election_before_hearing_from_another_node() {
         tick(&mut core, ms(i * 500));
         fail(&mut core, ms(i * 500 + 1), B, Failure::Refused);
     }
-    assert_eq!(core.leader(), None, "a node alone at start never elects itself");
+    assert_eq!(
+        core.leader(),
+        None,
+        "a node alone at start never elects itself"
+    );
 }
 
 #[test]
@@ -131,7 +152,11 @@ fn a_seed_that_answers_becomes_a_member() {
     let out = recv(&mut core, ms(1), B, state(&[B], None, 2.0, 0));
     assert!(out.contains(&Action::MemberAdded { addr: B.into() }));
     assert_eq!(core.members().collect::<Vec<_>>(), vec![B]);
-    assert_eq!(core.state().members, vec![A, B], "itself first, then in order of addition");
+    assert_eq!(
+        core.state().members,
+        vec![A, B],
+        "itself first, then in order of addition"
+    );
 }
 
 #[test]
@@ -139,11 +164,23 @@ fn addresses_learned_from_a_list_are_added_only_once_they_answer() {
     let mut core = node(A, 1.0, &[A, B]);
     tick(&mut core, ms(0));
     let out = recv(&mut core, ms(1), B, state(&[B, C], None, 2.0, 0));
-    assert_eq!(fetches(&out), vec![C], "C is fetched, which is how it is checked");
-    assert_eq!(core.members().collect::<Vec<_>>(), vec![B], "but not yet a member");
+    assert_eq!(
+        fetches(&out),
+        vec![C],
+        "C is fetched, which is how it is checked"
+    );
+    assert_eq!(
+        core.members().collect::<Vec<_>>(),
+        vec![B],
+        "but not yet a member"
+    );
     let out = fail(&mut core, ms(2), C, Failure::Refused);
     assert!(removed(&out).is_empty());
-    assert_eq!(core.members().collect::<Vec<_>>(), vec![B], "a node that is down is never added");
+    assert_eq!(
+        core.members().collect::<Vec<_>>(),
+        vec![B],
+        "a node that is down is never added"
+    );
 }
 
 #[test]
@@ -162,7 +199,11 @@ fn a_follower_adopts_a_more_senior_nominee_at_once() {
     let mut core = node(C, 30.0, &[A, B, C]);
     tick(&mut core, ms(0));
     let out = recv(&mut core, ms(1), B, state(&[B], None, 20.0, 0));
-    assert_eq!(changes(&out).len(), 0, "waits while A is still being fetched");
+    assert_eq!(
+        changes(&out).len(),
+        0,
+        "waits while A is still being fetched"
+    );
     let out = recv(&mut core, ms(2), A, state(&[A], None, 10.0, 0));
     let c = changes(&out);
     assert_eq!(c.len(), 1, "exactly one vote, for the most senior: {c:?}");
@@ -173,7 +214,11 @@ fn a_follower_adopts_a_more_senior_nominee_at_once() {
 #[test]
 fn the_nominee_leads_only_once_every_member_confirms() {
     let mut core = cluster_of_three(A, None);
-    assert_eq!(core.leader(), None, "nominee is A itself, but nobody confirms yet");
+    assert_eq!(
+        core.leader(),
+        None,
+        "nominee is A itself, but nobody confirms yet"
+    );
     recv(&mut core, ms(3), B, state(&[B, A, C], Some(A), 20.0, 1));
     assert_eq!(core.leader(), None, "C has not confirmed");
     let out = recv(&mut core, ms(4), C, state(&[C, A, B], Some(A), 30.0, 1));
@@ -231,7 +276,10 @@ fn a_single_timeout_only_suspects_and_asks_others_to_probe() {
         recv(&mut core, ms(1), addr, state(&[A, B, C, D], Some(A), st, 1));
     }
     let out = fail(&mut core, ms(100), A, Failure::Timeout);
-    assert!(removed(&out).is_empty(), "one slow answer must not remove a healthy peer");
+    assert!(
+        removed(&out).is_empty(),
+        "one slow answer must not remove a healthy peer"
+    );
     let mut vias: Vec<&str> = out
         .iter()
         .filter_map(|a| match a {
@@ -242,8 +290,17 @@ fn a_single_timeout_only_suspects_and_asks_others_to_probe() {
     vias.sort();
     assert_eq!(vias, vec![B, C]);
     assert_eq!(core.leader(), Some(A));
-    core.handle(ms(150), Event::ProbeAnswered { target: A.into(), reachable: true });
-    assert!(!core.diag(ms(150)).member_info[A].suspect, "a probe that reaches it clears suspicion");
+    core.handle(
+        ms(150),
+        Event::ProbeAnswered {
+            target: A.into(),
+            reachable: true,
+        },
+    );
+    assert!(
+        !core.diag(ms(150)).member_info[A].suspect,
+        "a probe that reaches it clears suspicion"
+    );
 }
 
 #[test]
@@ -253,7 +310,10 @@ fn a_suspect_not_confirmed_alive_within_the_suspicion_timeout_is_removed() {
     recv(&mut b, ms(1), A, state(&[A, B], Some(A), 10.0, 1));
     fail(&mut b, ms(1000), A, Failure::Timeout);
     let out = tick(&mut b, ms(2500));
-    assert!(removed(&out).is_empty(), "still within the suspicion timeout");
+    assert!(
+        removed(&out).is_empty(),
+        "still within the suspicion timeout"
+    );
     let out = tick(&mut b, ms(3000));
     assert_eq!(removed(&out), vec![(A, RemoveReason::Timeout)]);
 }
@@ -329,7 +389,11 @@ fn a_leave_notice_removes_the_leader_and_the_successor_takes_over_without_a_time
     let out = b.handle(ms(100), Event::LeaveReceived { addr: A.into() });
     assert_eq!(removed(&out), vec![(A, RemoveReason::Left)]);
     assert_eq!(b.leader(), None, "B nominates itself and waits for C");
-    assert_eq!(fetches(&out), vec![C], "gossip on change: ask C now, not next round");
+    assert_eq!(
+        fetches(&out),
+        vec![C],
+        "gossip on change: ask C now, not next round"
+    );
     let out = recv(&mut b, ms(101), C, state(&[C, B], Some(B), 30.0, 2));
     assert!(changes(&out)[0].gained());
     assert_eq!(b.term(), 2);
@@ -342,13 +406,23 @@ fn a_leaving_leader_gives_up_leadership_before_it_announces_the_leave() {
     recv(&mut core, ms(4), C, state(&[C, A, B], Some(A), 30.0, 1));
     assert_eq!(core.leader(), Some(A));
     let out = core.handle(ms(5), Event::Leave);
-    let lost = out.iter().position(|a| matches!(a, Action::LeaderChanged(c) if c.lost()));
-    let first_leave = out.iter().position(|a| matches!(a, Action::SendLeave { .. }));
+    let lost = out
+        .iter()
+        .position(|a| matches!(a, Action::LeaderChanged(c) if c.lost()));
+    let first_leave = out
+        .iter()
+        .position(|a| matches!(a, Action::SendLeave { .. }));
     assert!(lost.unwrap() < first_leave.unwrap(), "{out:?}");
-    let leaves = out.iter().filter(|a| matches!(a, Action::SendLeave { .. })).count();
+    let leaves = out
+        .iter()
+        .filter(|a| matches!(a, Action::SendLeave { .. }))
+        .count();
     assert_eq!(leaves, 2);
     assert!(core.state().leaving);
-    assert!(tick(&mut core, ms(600)).is_empty(), "a leaving node contacts nobody");
+    assert!(
+        tick(&mut core, ms(600)).is_empty(),
+        "a leaving node contacts nobody"
+    );
 }
 
 #[test]
@@ -361,7 +435,11 @@ fn a_member_reporting_itself_as_leaving_is_dropped_and_not_readded() {
     let out = recv(&mut b, ms(2), A, leaving.clone());
     assert_eq!(removed(&out), vec![(A, RemoveReason::Left)]);
     recv(&mut b, ms(3), A, state(&[A, B], None, 10.0, 1));
-    assert_eq!(b.members().count(), 0, "a stale list cannot bring the leaver back");
+    assert_eq!(
+        b.members().count(),
+        0,
+        "a stale list cannot bring the leaver back"
+    );
 }
 
 #[test]
@@ -385,7 +463,11 @@ fn terms_increase_with_every_leader_change_and_a_new_leader_matches_its_voters()
     assert_eq!(changes(&out)[0].current, None);
     assert_eq!(changes(&out)[0].term, 1);
     let out = recv(&mut b, ms(511), C, c.state());
-    assert_eq!(changes(&out)[0].term, 2, "the leader's term equals its voters'");
+    assert_eq!(
+        changes(&out)[0].term,
+        2,
+        "the leader's term equals its voters'"
+    );
     // A term never decreases, whatever a peer reports.
     recv(&mut b, ms(600), C, state(&[C, B], Some(B), 30.0, 0));
     assert_eq!(b.term(), 2);
@@ -401,7 +483,10 @@ fn adopting_a_leader_whose_term_is_behind_ours_still_moves_the_term_forward() {
     let out = recv(&mut core, ms(2), A, state(&[A], Some(A), 10.0, 4));
     let c = changes(&out);
     assert_eq!(c[0].current.as_deref(), Some(A));
-    assert_eq!(c[0].term, 8, "a change always carries a term above the previous one");
+    assert_eq!(
+        c[0].term, 8,
+        "a change always carries a term above the previous one"
+    );
 }
 
 #[test]
@@ -430,7 +515,12 @@ fn a_leader_that_steps_down_is_ineligible_for_the_cooldown_then_eligible_again()
     tick(&mut core, ms(0));
     recv(&mut core, ms(1), B, state(&[B, A], Some(A), 20.0, 1));
     assert_eq!(core.leader(), Some(A));
-    let out = core.handle(ms(2), Event::StepDown { cooldown: Duration::from_secs(10) });
+    let out = core.handle(
+        ms(2),
+        Event::StepDown {
+            cooldown: Duration::from_secs(10),
+        },
+    );
     assert!(changes(&out)[0].lost());
     assert_eq!(core.leader(), Some(B));
     assert!(!core.state().eligible);
@@ -447,7 +537,11 @@ fn an_unhealthy_leader_steps_down_and_a_healthy_one_can_lead_again() {
     assert_eq!(core.leader(), Some(B));
     recv(&mut core, ms(3), B, state(&[B, A], Some(B), 20.0, 2));
     core.handle(ms(4), Event::SetHealth { healthy: true });
-    assert_eq!(core.leader(), None, "A is the nominee again but must be confirmed");
+    assert_eq!(
+        core.leader(),
+        None,
+        "A is the nominee again but must be confirmed"
+    );
 }
 
 #[test]
@@ -470,10 +564,18 @@ fn rounds_contact_a_bounded_fanout_but_always_the_leader() {
     let all: Vec<String> = (0..20).map(|i| format!("n{i}:1")).collect();
     let members: Vec<&str> = all.iter().map(String::as_str).collect();
     let mut core = Core::new(cfg, "n19:1", 19.0, &all, 1);
-    let mut pending: Vec<String> = fetches(&tick(&mut core, ms(0))).into_iter().map(String::from).collect();
+    let mut pending: Vec<String> = fetches(&tick(&mut core, ms(0)))
+        .into_iter()
+        .map(String::from)
+        .collect();
     while let Some(addr) = pending.pop() {
         let idx: f64 = addr[1..addr.len() - 2].parse().unwrap();
-        let out = recv(&mut core, ms(1), &addr, state(&members, Some("n0:1"), idx, 1));
+        let out = recv(
+            &mut core,
+            ms(1),
+            &addr,
+            state(&members, Some("n0:1"), idx, 1),
+        );
         pending.extend(fetches(&out).into_iter().map(String::from));
     }
     assert_eq!(core.leader(), Some("n0:1"));
@@ -482,11 +584,19 @@ fn rounds_contact_a_bounded_fanout_but_always_the_leader() {
         let out = tick(&mut core, ms(round * 500));
         let f = fetches(&out);
         assert!(f.len() <= 4, "fanout 3 plus the leader, got {f:?}");
-        assert!(f.contains(&"n0:1"), "the leader is contacted every round: {out:?}");
+        assert!(
+            f.contains(&"n0:1"),
+            "the leader is contacted every round: {out:?}"
+        );
         for a in &f {
             seen.insert(a.to_string());
             let idx: usize = a[1..a.len() - 2].parse().unwrap();
-            recv(&mut core, ms(round * 500 + 1), a, state(&members, Some("n0:1"), idx as f64, 1));
+            recv(
+                &mut core,
+                ms(round * 500 + 1),
+                a,
+                state(&members, Some("n0:1"), idx as f64, 1),
+            );
         }
     }
     assert_eq!(seen.len(), 19, "rotation reaches every member");

@@ -15,7 +15,10 @@ pub struct DemoArgs {
 
 pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     crate::init_logging(LogFormat::Text, "warn");
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
     rt.block_on(demo(args))
 }
 
@@ -23,7 +26,8 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     // Ask the OS for three free loopback ports.
     let mut ports = Vec::new();
     for _ in 0..3 {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").context("cannot bind a loopback port")?;
+        let l =
+            std::net::TcpListener::bind("127.0.0.1:0").context("cannot bind a loopback port")?;
         ports.push(l.local_addr()?.port());
     }
     let addrs: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
@@ -37,7 +41,11 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
         cfg.bind = format!("127.0.0.1:{}", ports[i]).parse()?;
         cfg.name = Some(format!("node{}", i + 1));
         cfg.interval = args.interval;
-        nodes.push(Node::start(cfg).await.with_context(|| format!("cannot start a node on {addr}"))?);
+        nodes.push(
+            Node::start(cfg)
+                .await
+                .with_context(|| format!("cannot start a node on {addr}"))?,
+        );
         if i < 2 {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -49,9 +57,16 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
         (t0.elapsed() - last_started).as_millis()
     );
     let diag = nodes[0].diag().await?;
-    println!("\n/diag/ of {} says:\n{}\n", nodes[0].addr(), serde_json::to_string_pretty(&diag.state)?);
+    println!(
+        "\n/diag/ of {} says:\n{}\n",
+        nodes[0].addr(),
+        serde_json::to_string_pretty(&diag.state)?
+    );
 
-    let idx = nodes.iter().position(|n| n.addr() == leader).context("leader is not one of ours")?;
+    let idx = nodes
+        .iter()
+        .position(|n| n.addr() == leader)
+        .context("leader is not one of ours")?;
     let old = nodes.remove(idx);
     println!("Stopping the leader {leader} gracefully (as SIGTERM would)...");
     let t1 = Instant::now();
@@ -64,7 +79,9 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     for n in &nodes {
         n.leave().await;
     }
-    println!("\nDone. Run a real cluster with `les --advertise-addr ... --seeds ...` (see README).");
+    println!(
+        "\nDone. Run a real cluster with `les --advertise-addr ... --seeds ...` (see README)."
+    );
     Ok(())
 }
 

@@ -21,16 +21,23 @@ pub struct StatusArgs {
 }
 
 pub fn run(args: StatusArgs) -> anyhow::Result<()> {
-    check_addr(&args.addr).with_context(|| format!("{:?} is not a host:port address", args.addr))?;
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    check_addr(&args.addr)
+        .with_context(|| format!("{:?} is not a host:port address", args.addr))?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let body = rt
         .block_on(PeerClient::new(TokioNetwork, args.timeout).get(&args.addr, "/diag/"))
         .with_context(|| format!("cannot read /diag/ from {}", args.addr))?;
-    let diag: Diag = serde_json::from_slice(&body).with_context(|| format!("{} sent an invalid /diag/ document", args.addr))?;
+    let diag: Diag = serde_json::from_slice(&body)
+        .with_context(|| format!("{} sent an invalid /diag/ document", args.addr))?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&diag)?);
     } else {
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0);
         print!("{}", render(&args.addr, &diag, now));
     }
     Ok(())
@@ -38,42 +45,90 @@ pub fn run(args: StatusArgs) -> anyhow::Result<()> {
 
 /// The table, as text. `now` is epoch seconds (a parameter so tests can pin it).
 pub fn render(asked: &str, diag: &Diag, now: f64) -> String {
-    let me = diag.state.members.first().cloned().unwrap_or_else(|| asked.to_string());
+    let me = diag
+        .state
+        .members
+        .first()
+        .cloned()
+        .unwrap_or_else(|| asked.to_string());
     let mut out = format!(
         "cluster as seen by {me}: leader {}, term {}, {} member(s)\n\n",
-        diag.state.leader.as_deref().unwrap_or("none (not elected yet)"),
+        diag.state
+            .leader
+            .as_deref()
+            .unwrap_or("none (not elected yet)"),
         diag.state.term,
         diag.state.members.len()
     );
-    let header = ["MEMBER", "NAME", "STARTED (UTC)", "AGE", "REPORTS LEADER", "TERM", "LAST CONTACT"];
+    let header = [
+        "MEMBER",
+        "NAME",
+        "STARTED (UTC)",
+        "AGE",
+        "REPORTS LEADER",
+        "TERM",
+        "LAST CONTACT",
+    ];
     let mut rows = vec![header.map(String::from).to_vec()];
     for addr in &diag.state.members {
         let state = diag.member_states.get(addr);
         let info = diag.member_info.get(addr);
-        let started = state.map(|s| fmt_epoch(s.start_time)).unwrap_or_else(|| "?".into());
+        let started = state
+            .map(|s| fmt_epoch(s.start_time))
+            .unwrap_or_else(|| "?".into());
         let age = state
-            .map(|s| humantime::format_duration(Duration::from_secs((now - s.start_time).max(0.0) as u64)).to_string())
+            .map(|s| {
+                humantime::format_duration(
+                    Duration::from_secs((now - s.start_time).max(0.0) as u64),
+                )
+                .to_string()
+            })
             .unwrap_or_else(|| "?".into());
         let leader = state
             .map(|s| s.leader.clone().unwrap_or_else(|| "none".into()))
             .unwrap_or_else(|| "?".into());
-        let term = state.map(|s| s.term.to_string()).unwrap_or_else(|| "?".into());
+        let term = state
+            .map(|s| s.term.to_string())
+            .unwrap_or_else(|| "?".into());
         let contact = if *addr == me {
             "self".to_string()
         } else {
             match info {
                 Some(i) if i.suspect => "SUSPECT".to_string(),
-                Some(i) => i.last_contact_ms.map(|ms| format!("{ms}ms ago")).unwrap_or_else(|| "never".into()),
+                Some(i) => i
+                    .last_contact_ms
+                    .map(|ms| format!("{ms}ms ago"))
+                    .unwrap_or_else(|| "never".into()),
                 None => "?".into(),
             }
         };
-        let mark = if diag.state.leader.as_deref() == Some(addr) { "*" } else { " " };
-        let name = state.and_then(|s| s.name.clone()).unwrap_or_else(|| "-".into());
-        rows.push(vec![format!("{addr} {mark}"), name, started, age, leader, term, contact]);
+        let mark = if diag.state.leader.as_deref() == Some(addr) {
+            "*"
+        } else {
+            " "
+        };
+        let name = state
+            .and_then(|s| s.name.clone())
+            .unwrap_or_else(|| "-".into());
+        rows.push(vec![
+            format!("{addr} {mark}"),
+            name,
+            started,
+            age,
+            leader,
+            term,
+            contact,
+        ]);
     }
-    let widths: Vec<usize> = (0..header.len()).map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0)).collect();
+    let widths: Vec<usize> = (0..header.len())
+        .map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0))
+        .collect();
     for row in rows {
-        let line: Vec<String> = row.iter().zip(&widths).map(|(cell, w)| format!("{cell:<w$}")).collect();
+        let line: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
         out.push_str(line.join("  ").trim_end());
         out.push('\n');
     }
@@ -83,5 +138,9 @@ pub fn render(asked: &str, diag: &Diag, now: f64) -> String {
 
 fn fmt_epoch(secs: f64) -> String {
     let t = UNIX_EPOCH + Duration::from_secs_f64(secs.max(0.0));
-    humantime::format_rfc3339_seconds(t).to_string().replace('T', " ").trim_end_matches('Z').to_string()
+    humantime::format_rfc3339_seconds(t)
+        .to_string()
+        .replace('T', " ")
+        .trim_end_matches('Z')
+        .to_string()
 }

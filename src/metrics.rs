@@ -1,0 +1,134 @@
+//! Counters a node keeps about itself, served as Prometheus text on `GET /metrics`
+//! and readable in-process through [`crate::node::NodeHandle::metrics`].
+//!
+//! Plain relaxed atomics: they are statistics, read rarely, written on every request.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Per-node counters. All counts are since the node started.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Requests this node sent to peers (state fetches, probes, leave notices).
+    pub requests_sent: AtomicU64,
+    /// Requests that failed (refused, timed out, bad answer).
+    pub requests_failed: AtomicU64,
+    /// Body bytes received in answers to our requests.
+    pub bytes_received: AtomicU64,
+    /// Requests served by this node's HTTP API.
+    pub requests_served: AtomicU64,
+    /// Body bytes this node's HTTP API sent.
+    pub bytes_served: AtomicU64,
+    /// Changes of leader seen by this node.
+    pub leader_changes: AtomicU64,
+    /// Current member count, this node excluded.
+    pub members: AtomicU64,
+    /// This node's current term.
+    pub term: AtomicU64,
+    /// 1 while this node is the leader.
+    pub is_leader: AtomicU64,
+}
+
+/// A point-in-time copy of [`Metrics`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct MetricsSnapshot {
+    pub requests_sent: u64,
+    pub requests_failed: u64,
+    pub bytes_received: u64,
+    pub requests_served: u64,
+    pub bytes_served: u64,
+    pub leader_changes: u64,
+    pub members: u64,
+    pub term: u64,
+    pub is_leader: u64,
+}
+
+impl Metrics {
+    pub(crate) fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub(crate) fn set(gauge: &AtomicU64, v: u64) {
+        gauge.store(v, Ordering::Relaxed);
+    }
+
+    /// Copy every counter.
+    pub fn snapshot(&self) -> MetricsSnapshot {
+        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        MetricsSnapshot {
+            requests_sent: g(&self.requests_sent),
+            requests_failed: g(&self.requests_failed),
+            bytes_received: g(&self.bytes_received),
+            requests_served: g(&self.requests_served),
+            bytes_served: g(&self.bytes_served),
+            leader_changes: g(&self.leader_changes),
+            members: g(&self.members),
+            term: g(&self.term),
+            is_leader: g(&self.is_leader),
+        }
+    }
+
+    /// Prometheus text exposition format.
+    pub fn render(&self) -> String {
+        let s = self.snapshot();
+        let mut out = String::new();
+        let rows: [(&str, &str, &str, u64); 9] = [
+            (
+                "les_requests_sent_total",
+                "counter",
+                "Requests sent to peers.",
+                s.requests_sent,
+            ),
+            (
+                "les_requests_failed_total",
+                "counter",
+                "Requests to peers that failed.",
+                s.requests_failed,
+            ),
+            (
+                "les_bytes_received_total",
+                "counter",
+                "Answer body bytes received from peers.",
+                s.bytes_received,
+            ),
+            (
+                "les_requests_served_total",
+                "counter",
+                "Requests served by the HTTP API.",
+                s.requests_served,
+            ),
+            (
+                "les_bytes_served_total",
+                "counter",
+                "Body bytes sent by the HTTP API.",
+                s.bytes_served,
+            ),
+            (
+                "les_leader_changes_total",
+                "counter",
+                "Changes of leader seen by this node.",
+                s.leader_changes,
+            ),
+            (
+                "les_members",
+                "gauge",
+                "Members known, this node excluded.",
+                s.members,
+            ),
+            ("les_term", "gauge", "This node's term.", s.term),
+            (
+                "les_is_leader",
+                "gauge",
+                "1 if this node is the leader.",
+                s.is_leader,
+            ),
+        ];
+        for (name, kind, help, value) in rows {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+            );
+        }
+        out
+    }
+}
