@@ -111,3 +111,36 @@ pub(crate) fn init_logging(format: LogFormat, default_level: &str) {
         LogFormat::Json => builder.json().init(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn python_flags_parse_unchanged() {
+        let cli = Cli::try_parse_from([
+            "les",
+            "--bind-interface",
+            "127.0.0.1",
+            "--bind-port",
+            "4001",
+            "--advertise-addr",
+            "localhost:4001",
+            "--seeds",
+            "localhost:4000,localhost:4001",
+            "--loop-rate",
+            "1",
+        ])
+        .unwrap();
+        let r = cli.run.resolve().unwrap();
+        assert_eq!(r.config.seeds, vec!["localhost:4000", "localhost:4001"]);
+        assert_eq!(r.config.interval, std::time::Duration::from_secs(1));
+        assert_eq!(r.config.bind, "127.0.0.1:4001".parse().unwrap());
+    }
+}

@@ -144,3 +144,29 @@ fn fmt_epoch(secs: f64) -> String {
         .trim_end_matches('Z')
         .to_string()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_table_shows_each_member_its_age_vote_term_and_contact() {
+        let diag: Diag = serde_json::from_str(
+            r#"{
+              "state": {"members": ["n2:4000", "n1:4000", "n3:4000"], "leader": "n1:4000",
+                        "start_time": 1000.0, "term": 3, "name": "two"},
+              "member_states": {
+                "n1:4000": {"members": ["n1:4000", "n2:4000", "n3:4000"], "leader": "n1:4000", "start_time": 940.0, "term": 3, "name": "one"},
+                "n2:4000": {"members": ["n2:4000", "n1:4000", "n3:4000"], "leader": "n1:4000", "start_time": 1000.0, "term": 3, "name": "two"},
+                "n3:4000": {"members": ["n3:4000"], "leader": false, "start_time": 1090.5}
+              },
+              "member_info": {
+                "n1:4000": {"last_contact_ms": 120, "suspect": false},
+                "n3:4000": {"last_contact_ms": 2400, "suspect": true}
+              }
+            }"#,
+        )
+        .unwrap();
+        insta::assert_snapshot!(render("n2:4000", &diag, 1100.0));
+    }
+}

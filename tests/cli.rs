@@ -1,0 +1,160 @@
+//! The `les` binary's command line: help text, and clear errors with the right exit
+//! codes for bad input (2) and runtime failures (1).
+
+mod common;
+
+use std::process::{Command, Output};
+
+use common::free_ports;
+
+fn les(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_les"));
+    cmd.args(args).env_remove("RUST_LOG");
+    for (k, _) in std::env::vars() {
+        if k.starts_with("LES_") {
+            cmd.env_remove(k);
+        }
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("run les")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn help_lists_every_flag_with_its_environment_variable() {
+    let out = les(&["--help"], &[]);
+    assert!(out.status.success());
+    insta::assert_snapshot!(String::from_utf8_lossy(&out.stdout));
+}
+
+#[test]
+fn missing_required_settings_exit_2_and_name_the_key() {
+    let out = les(&["--seeds", "localhost:4000"], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        err.contains("advertise_addr") && err.contains("--advertise-addr"),
+        "{err}"
+    );
+    assert_eq!(
+        err.lines().next().map(|l| l.starts_with("les: error:")),
+        Some(true),
+        "{err}"
+    );
+}
+
+#[test]
+fn an_unparseable_address_exits_2_and_names_it() {
+    let out = les(
+        &["--advertise-addr", "localhost", "--seeds", "localhost:4000"],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        err.contains("advertise_addr") && err.contains("no `:port`"),
+        "{err}"
+    );
+
+    let out = les(
+        &["--advertise-addr", "localhost:4000", "--seeds", "a:1,b"],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("--seeds"), "{}", stderr(&out));
+}
+
+#[test]
+fn a_bad_duration_exits_2_and_names_the_flag() {
+    let out = les(
+        &[
+            "--advertise-addr",
+            "localhost:4000",
+            "--seeds",
+            "localhost:4000",
+            "--interval",
+            "fast",
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("--interval"), "{}", stderr(&out));
+}
+
+#[test]
+fn a_bad_environment_variable_exits_2_and_names_it() {
+    let out = les(
+        &[
+            "--advertise-addr",
+            "localhost:4000",
+            "--seeds",
+            "localhost:4000",
+        ],
+        &[("LES_BIND_PORT", "eighty")],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("--bind-port"), "{}", stderr(&out));
+}
+
+#[test]
+fn an_unknown_config_key_exits_2_and_names_it() {
+    let dir = std::env::temp_dir().join(format!("les-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("les.toml");
+    std::fs::write(
+        &file,
+        "advertise_addr = \"localhost:4000\"\nseeds = [\"localhost:4000\"]\nintervall = \"1s\"\n",
+    )
+    .unwrap();
+    let out = les(&["--config", file.to_str().unwrap()], &[]);
+    std::fs::remove_dir_all(&dir).ok();
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        err.contains("intervall") && err.contains("les.toml"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_port_in_use_is_a_clear_error_not_a_silent_process() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let addr = format!("127.0.0.1:{port}");
+    let out = les(
+        &[
+            "--bind-interface",
+            "127.0.0.1",
+            "--bind-port",
+            &port.to_string(),
+            "--advertise-addr",
+            &addr,
+            "--seeds",
+            &addr,
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("cannot listen on") && err.contains(&addr),
+        "{err}"
+    );
+}
+
+#[test]
+fn status_of_a_node_that_is_not_running_says_so() {
+    let port = free_ports(1)[0];
+    let out = les(&["status", &format!("127.0.0.1:{port}")], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("cannot read /diag/") && err.contains("refused"),
+        "{err}"
+    );
+}
