@@ -17,6 +17,8 @@ use hyper::{Method, Request, StatusCode, Uri};
 use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::mpsc;
 
 use std::sync::Arc;
 
@@ -74,12 +76,34 @@ impl<N: Network> PeerClient<N> {
 
     /// Like [`PeerClient::new`], counting requests and bytes in `metrics`.
     pub fn with_metrics(net: N, timeout: Duration, metrics: Arc<Metrics>) -> Self {
+        Self::build(net, timeout, metrics, None)
+    }
+
+    /// Like [`PeerClient::with_metrics`], and reports on `lost` the address of every
+    /// peer whose connection is closed by the other side (see [`Event::ConnectionLost`]).
+    ///
+    /// [`Event::ConnectionLost`]: crate::core::Event::ConnectionLost
+    pub fn with_loss_reports(
+        net: N,
+        timeout: Duration,
+        metrics: Arc<Metrics>,
+        lost: mpsc::UnboundedSender<String>,
+    ) -> Self {
+        Self::build(net, timeout, metrics, Some(lost))
+    }
+
+    fn build(
+        net: N,
+        timeout: Duration,
+        metrics: Arc<Metrics>,
+        lost: Option<mpsc::UnboundedSender<String>>,
+    ) -> Self {
         let http = Client::builder(TokioExecutor::new())
             .timer(TokioTimer::new())
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(Duration::from_secs(30))
             .pool_max_idle_per_host(2)
-            .build(Connector { net });
+            .build(Connector { net, lost });
         PeerClient {
             http,
             timeout,
@@ -185,6 +209,7 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 #[derive(Clone)]
 pub struct Connector<N> {
     net: N,
+    lost: Option<mpsc::UnboundedSender<String>>,
 }
 
 impl<N: Network> tower_service::Service<Uri> for Connector<N> {
@@ -198,18 +223,24 @@ impl<N: Network> tower_service::Service<Uri> for Connector<N> {
 
     fn call(&mut self, uri: Uri) -> Self::Future {
         let net = self.net.clone();
+        let lost = self.lost.clone();
         Box::pin(async move {
             let authority = uri.authority().ok_or_else(|| {
                 std::io::Error::new(std::io::ErrorKind::InvalidInput, "URI has no host:port")
             })?;
-            let stream = net.connect(authority.as_str().to_owned()).await?;
-            Ok(Conn(TokioIo::new(stream)))
+            let addr = authority.as_str().to_owned();
+            let stream = net.connect(addr.clone()).await?;
+            Ok(Conn(TokioIo::new(Watched {
+                inner: stream,
+                peer: addr,
+                lost,
+            })))
         })
     }
 }
 
 /// A connected stream, usable by hyper.
-pub struct Conn<S>(TokioIo<S>);
+pub struct Conn<S>(TokioIo<Watched<S>>);
 
 impl<S> Connection for Conn<S> {
     fn connected(&self) -> Connected {
@@ -217,7 +248,7 @@ impl<S> Connection for Conn<S> {
     }
 }
 
-impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> hyper::rt::Read for Conn<S> {
+impl<S: AsyncRead + AsyncWrite + Unpin> hyper::rt::Read for Conn<S> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -227,7 +258,7 @@ impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> hyper::rt::Read fo
     }
 }
 
-impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> hyper::rt::Write for Conn<S> {
+impl<S: AsyncRead + AsyncWrite + Unpin> hyper::rt::Write for Conn<S> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -240,5 +271,56 @@ impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> hyper::rt::Write f
     }
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.get_mut().0).poll_shutdown(cx)
+    }
+}
+
+/// A stream that reports its peer once on `lost` when a read finds the connection
+/// closed or broken. hyper keeps reading idle pooled connections to notice exactly
+/// that, so a peer process that dies is reported within moments, not at the next round.
+pub struct Watched<S> {
+    inner: S,
+    peer: String,
+    lost: Option<mpsc::UnboundedSender<String>>,
+}
+
+impl<S> Watched<S> {
+    fn report_lost(&mut self) {
+        if let Some(tx) = self.lost.take() {
+            let _ = tx.send(std::mem::take(&mut self.peer));
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let (before, room) = (buf.filled().len(), buf.remaining());
+        let res = Pin::new(&mut this.inner).poll_read(cx, buf);
+        match &res {
+            Poll::Ready(Ok(())) if room > 0 && buf.filled().len() == before => this.report_lost(),
+            Poll::Ready(Err(_)) => this.report_lost(),
+            _ => {}
+        }
+        res
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
     }
 }

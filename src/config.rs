@@ -24,10 +24,10 @@ pub mod defaults {
     use std::time::Duration;
     /// Port the HTTP API listens on (the Python LES default).
     pub const BIND_PORT: u16 = 4000;
-    /// Period of a gossip round. Failover is driven by "gossip on change" and refused
-    /// connections, so it takes round trips, not rounds; the interval mostly bounds how
-    /// fast a silent failure is noticed, and sets the idle cost.
-    pub const INTERVAL: Duration = Duration::from_millis(500);
+    /// Period of a gossip round. Failover is driven by closed connections, refused
+    /// connections and "gossip on change", so it takes round trips, not rounds; the
+    /// interval bounds how fast a silent failure is noticed, and sets the idle cost.
+    pub const INTERVAL: Duration = Duration::from_secs(1);
     /// Deadline for one request to a peer, connect included.
     pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(1);
     /// How long a member that timed out stays suspect before it is removed.
@@ -266,7 +266,7 @@ pub struct RunArgs {
         conflicts_with = "interval"
     )]
     pub loop_rate: Option<u64>,
-    /// Gossip round period, e.g. 250ms or 2s [default: 500ms].
+    /// Gossip round period, e.g. 250ms or 2s [default: 1s].
     #[arg(long, env = "LES_INTERVAL", value_name = "DURATION", value_parser = parse_duration)]
     pub interval: Option<Duration>,
     /// Deadline for one request to a peer [default: 1s].

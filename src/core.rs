@@ -123,6 +123,10 @@ pub enum Event {
     ProbeAnswered { target: String, reachable: bool },
     /// A peer called `GET /state/{addr}` on us, naming itself.
     Announced { addr: String },
+    /// An idle keep-alive connection to `addr` was closed by the other side. When a
+    /// process dies its kernel closes its sockets, so this is often the first sign of a
+    /// crash; the core checks the member at once instead of at its next round.
+    ConnectionLost { addr: String },
     /// A peer announced it is leaving (`POST /leave/{addr}`).
     LeaveReceived { addr: String },
     /// We are shutting down gracefully: give up leadership and tell the members.
@@ -391,6 +395,11 @@ impl Core {
                 }
             }
             Event::Announced { addr } => self.on_announced(addr, &mut out),
+            Event::ConnectionLost { addr } => {
+                if !self.leaving && self.members.contains_key(&addr) {
+                    self.fetch(addr, &mut out);
+                }
+            }
             Event::LeaveReceived { addr } => {
                 let start_time = self
                     .members

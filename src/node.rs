@@ -185,8 +185,13 @@ impl<N: Network> NodeBuilder<N> {
         let (failed_tx, failed_rx) = mpsc::unbounded_channel();
         let leaving = Arc::new(AtomicBool::new(false));
         let metrics = Arc::new(Metrics::default());
-        let client =
-            PeerClient::with_metrics(self.net.clone(), cfg.request_timeout, metrics.clone());
+        let (lost_tx, lost_rx) = mpsc::unbounded_channel();
+        let client = PeerClient::with_loss_reports(
+            self.net.clone(),
+            cfg.request_timeout,
+            metrics.clone(),
+            lost_tx,
+        );
 
         tracker.spawn(hooks::dispatch(
             self.handlers,
@@ -239,6 +244,7 @@ impl<N: Network> NodeBuilder<N> {
                 inbound: inbound_rx,
                 results: results_rx,
                 failed: failed_rx,
+                lost: lost_rx,
             },
             Timing {
                 interval: cfg.interval,
@@ -345,6 +351,8 @@ struct Channels {
     inbound: mpsc::Receiver<Inbound>,
     results: mpsc::UnboundedReceiver<Outcome>,
     failed: mpsc::UnboundedReceiver<LeaderChange>,
+    /// Peers whose pooled connection was closed by the other side.
+    lost: mpsc::UnboundedReceiver<String>,
 }
 
 struct Timing {
@@ -390,6 +398,7 @@ impl<N: Network> Protocol<N> {
                 biased;
                 _ = stop.cancelled() => break,
                 Some(outcome) = ch.results.recv() => self.outcome_event(outcome),
+                Some(addr) = ch.lost.recv() => Event::ConnectionLost { addr },
                 Some(change) = ch.failed.recv() => {
                     if self.core.leader() != Some(self.me.as_str()) {
                         continue;

@@ -613,3 +613,22 @@ fn a_peer_that_no_longer_lists_our_leader_makes_us_check_the_leader_now() {
     let out = recv(&mut c, ms(502), B, state(&[B, C], None, 20.0, 1));
     assert_eq!(fetches(&out), vec![A]);
 }
+
+#[test]
+fn a_lost_connection_to_a_member_is_checked_at_once_not_at_the_next_round() {
+    let mut b = node(B, 20.0, &[A, B]);
+    tick(&mut b, ms(0));
+    recv(&mut b, ms(1), A, state(&[A, B], Some(A), 10.0, 1));
+    recv(&mut b, ms(2), A, state(&[A, B], Some(A), 10.0, 1)); // the vote's gossip fetch
+    let out = b.handle(ms(50), Event::ConnectionLost { addr: A.into() });
+    assert_eq!(fetches(&out), vec![A]);
+    assert!(
+        removed(&out).is_empty(),
+        "a closed connection alone proves nothing"
+    );
+    let out = fail(&mut b, ms(51), A, Failure::Refused);
+    assert_eq!(removed(&out), vec![(A, RemoveReason::Unreachable)]);
+    // Not a member: nothing to check.
+    let out = b.handle(ms(60), Event::ConnectionLost { addr: C.into() });
+    assert!(fetches(&out).is_empty());
+}

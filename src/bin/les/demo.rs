@@ -9,7 +9,7 @@ use les::node::{Node, NodeHandle};
 #[derive(Debug, clap::Args)]
 pub struct DemoArgs {
     /// Gossip round period for the demo nodes.
-    #[arg(long, default_value = "500ms", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
     interval: Duration,
 }
 
