@@ -148,7 +148,35 @@ impl<N: Network> PeerClient<N> {
         self.request(Method::GET, addr, path).await
     }
 
+    /// One request with its deadline. A connection that breaks mid-request (a pooled
+    /// connection whose peer just died) is retried once on a fresh connection within the
+    /// same deadline, so a dead peer shows as refused (strong) rather than as a broken
+    /// exchange (weak).
     async fn request(&self, method: Method, addr: &str, path: &str) -> Result<Bytes, ContactError> {
+        Metrics::add(&self.metrics.requests_sent, 1);
+        let attempts = async {
+            match self.exchange(method.clone(), addr, path).await {
+                Err(ContactError::Broken(_)) => self.exchange(method, addr, path).await,
+                other => other,
+            }
+        };
+        let result = tokio::time::timeout(self.timeout, attempts)
+            .await
+            .map_err(|_| ContactError::Timeout(self.timeout))
+            .and_then(|r| r);
+        match &result {
+            Ok(body) => Metrics::add(&self.metrics.bytes_received, body.len() as u64),
+            Err(_) => Metrics::add(&self.metrics.requests_failed, 1),
+        }
+        result
+    }
+
+    async fn exchange(
+        &self,
+        method: Method,
+        addr: &str,
+        path: &str,
+    ) -> Result<Bytes, ContactError> {
         let uri: Uri = format!("http://{addr}{path}")
             .parse()
             .map_err(|e| ContactError::Connect(format!("bad address {addr:?}: {e}")))?;
@@ -161,36 +189,24 @@ impl<N: Network> PeerClient<N> {
             )
             .body(Empty::new())
             .map_err(|e| ContactError::Connect(e.to_string()))?;
-        let exchange = async {
-            let resp = self.http.request(req).await.map_err(|e| {
-                if e.is_connect() {
-                    ContactError::Connect(error_chain(&e))
-                } else {
-                    ContactError::Broken(error_chain(&e))
-                }
-            })?;
-            let status = resp.status();
-            let body = Limited::new(resp.into_body(), MAX_BODY)
-                .collect()
-                .await
-                .map_err(|e| ContactError::Body(e.to_string()))?
-                .to_bytes();
-            if status.is_success() {
-                Ok(body)
+        let resp = self.http.request(req).await.map_err(|e| {
+            if e.is_connect() {
+                ContactError::Connect(error_chain(&e))
             } else {
-                Err(ContactError::Status(status))
+                ContactError::Broken(error_chain(&e))
             }
-        };
-        Metrics::add(&self.metrics.requests_sent, 1);
-        let result = tokio::time::timeout(self.timeout, exchange)
+        })?;
+        let status = resp.status();
+        let body = Limited::new(resp.into_body(), MAX_BODY)
+            .collect()
             .await
-            .map_err(|_| ContactError::Timeout(self.timeout))
-            .and_then(|r| r);
-        match &result {
-            Ok(body) => Metrics::add(&self.metrics.bytes_received, body.len() as u64),
-            Err(_) => Metrics::add(&self.metrics.requests_failed, 1),
+            .map_err(|e| ContactError::Body(e.to_string()))?
+            .to_bytes();
+        if status.is_success() {
+            Ok(body)
+        } else {
+            Err(ContactError::Status(status))
         }
-        result
     }
 }
 

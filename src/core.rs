@@ -252,6 +252,10 @@ pub struct Core {
     leaving: bool,
     /// Addresses with a `FetchState` outstanding (members, seeds and candidates).
     in_flight: HashSet<String>,
+    /// Fetches asked for while one was outstanding: the answer in flight may predate
+    /// what prompted the request (a vote, a closed connection), so fetch again once it
+    /// lands.
+    refetch: HashSet<String>,
     tombstones: HashMap<String, Tombstone>,
     last_tick: Option<Duration>,
     /// Rotating position for `fanout`.
@@ -292,6 +296,7 @@ impl Core {
             cooldown_until: None,
             leaving: false,
             in_flight: HashSet::new(),
+            refetch: HashSet::new(),
             tombstones: HashMap::new(),
             last_tick: None,
             cursor: 0,
@@ -385,8 +390,18 @@ impl Core {
         let leader_before = self.leader.clone();
         match event {
             Event::Tick { wall } => self.on_tick(now, wall, &mut out),
-            Event::StateReceived { from, state } => self.on_state(now, from, state, &mut out),
-            Event::ContactFailed { addr, failure } => self.on_failure(now, addr, failure, &mut out),
+            Event::StateReceived { from, state } => {
+                self.on_state(now, from.clone(), state, &mut out);
+                self.fetch_done(&from, &mut out);
+            }
+            Event::ContactFailed { addr, failure } => {
+                self.on_failure(now, addr.clone(), failure, &mut out);
+                // Only members are worth asking again; a seed that is down waits a round.
+                if !self.members.contains_key(&addr) {
+                    self.refetch.remove(&addr);
+                }
+                self.fetch_done(&addr, &mut out);
+            }
             Event::ProbeAnswered { target, reachable } => {
                 if reachable {
                     if let Some(m) = self.members.get_mut(&target) {
@@ -504,7 +519,6 @@ impl Core {
     }
 
     fn on_state(&mut self, now: Duration, from: String, state: PeerState, out: &mut Vec<Action>) {
-        self.in_flight.remove(&from);
         self.seeds_unanswered.remove(&from);
         if from == self.me || self.leaving {
             return;
@@ -567,7 +581,6 @@ impl Core {
     }
 
     fn on_failure(&mut self, now: Duration, addr: String, failure: Failure, out: &mut Vec<Action>) {
-        self.in_flight.remove(&addr);
         self.seeds_unanswered.remove(&addr);
         let Some(member) = self.members.get_mut(&addr) else {
             return; // a seed that is down, or a candidate that never answered
@@ -648,8 +661,22 @@ impl Core {
     }
 
     fn fetch(&mut self, addr: String, out: &mut Vec<Action>) {
-        if addr != self.me && self.in_flight.insert(addr.clone()) {
+        if addr == self.me {
+            return;
+        }
+        if self.in_flight.contains(&addr) {
+            self.refetch.insert(addr);
+        } else {
+            self.in_flight.insert(addr.clone());
             out.push(Action::FetchState { addr });
+        }
+    }
+
+    /// A fetch to `addr` completed: issue the one asked for meanwhile, if any.
+    fn fetch_done(&mut self, addr: &str, out: &mut Vec<Action>) {
+        self.in_flight.remove(addr);
+        if self.refetch.remove(addr) && !self.leaving {
+            self.fetch(addr.to_string(), out);
         }
     }
 

@@ -91,6 +91,23 @@ fn removed(actions: &[Action]) -> Vec<(&str, RemoveReason)> {
         .collect()
 }
 
+/// Answer every outstanding fetch from `peers` (or as refused), until none is left.
+fn settle(core: &mut Core, now: Duration, peers: &[(&str, PeerState)]) {
+    for _ in 0..20 {
+        let pending: Vec<String> = core.in_flight.iter().cloned().collect();
+        if pending.is_empty() {
+            return;
+        }
+        for addr in pending {
+            match peers.iter().find(|(a, _)| *a == addr) {
+                Some((_, st)) => recv(core, now, &addr, st.clone()),
+                None => fail(core, now, &addr, Failure::Refused),
+            };
+        }
+    }
+    panic!("fetches did not settle");
+}
+
 /// `me` (start time 10) with members B (20) and C (30) whose states name `leader`.
 fn cluster_of_three(me: &str, leader: Option<&str>) -> Core {
     let mut core = node(me, 10.0, &[me, B, C]);
@@ -113,8 +130,29 @@ fn a_fetch_already_outstanding_is_not_repeated() {
     let mut core = node(A, 1.0, &[A, B]);
     assert_eq!(fetches(&tick(&mut core, ms(0))), vec![B]);
     assert!(fetches(&tick(&mut core, ms(500))).is_empty());
-    fail(&mut core, ms(600), B, Failure::Timeout);
+    let out = fail(&mut core, ms(600), B, Failure::Timeout);
+    assert!(
+        fetches(&out).is_empty(),
+        "a seed that is down waits for the next round"
+    );
     assert_eq!(fetches(&tick(&mut core, ms(1000))), vec![B]);
+}
+
+#[test]
+fn a_fetch_asked_for_while_one_is_outstanding_follows_the_answer() {
+    // A's fetch to C is in flight when C's vote arrives (C contacts A): the answer in
+    // flight may predate the vote, so A fetches again as soon as it lands.
+    let mut core = cluster_of_three(A, None);
+    tick(&mut core, ms(1000)); // B and C in flight
+    let out = core.handle(ms(1001), Event::Announced { addr: C.into() });
+    assert!(
+        fetches(&out).is_empty(),
+        "never two fetches to one peer at once"
+    );
+    let out = recv(&mut core, ms(1002), C, state(&[C, A, B], None, 30.0, 1));
+    assert_eq!(fetches(&out), vec![C]);
+    let out = recv(&mut core, ms(1003), C, state(&[C, A, B], None, 30.0, 1));
+    assert!(fetches(&out).is_empty(), "only once");
 }
 
 #[test]
@@ -384,8 +422,12 @@ fn a_leave_notice_removes_the_leader_and_the_successor_takes_over_without_a_time
     recv(&mut b, ms(2), C, state(&[C, A, B], Some(A), 30.0, 1));
     assert_eq!(b.leader(), Some(A));
     // Answer the fetches that voting for A sent out ("gossip on change").
-    recv(&mut b, ms(3), A, state(&[A, B, C], Some(A), 10.0, 1));
-    recv(&mut b, ms(4), C, state(&[C, A, B], Some(A), 30.0, 1));
+    let a_state = state(&[A, B, C], Some(A), 10.0, 1);
+    settle(
+        &mut b,
+        ms(3),
+        &[(A, a_state), (C, state(&[C, A, B], Some(A), 30.0, 1))],
+    );
     let out = b.handle(ms(100), Event::LeaveReceived { addr: A.into() });
     assert_eq!(removed(&out), vec![(A, RemoveReason::Left)]);
     assert_eq!(b.leader(), None, "B nominates itself and waits for C");
@@ -608,8 +650,17 @@ fn a_peer_that_no_longer_lists_our_leader_makes_us_check_the_leader_now() {
     tick(&mut c, ms(0));
     recv(&mut c, ms(1), A, state(&[A, B, C], Some(A), 10.0, 1));
     recv(&mut c, ms(2), B, state(&[B, A, C], Some(A), 20.0, 1));
+    let a_state = state(&[A, B, C], Some(A), 10.0, 1);
+    settle(
+        &mut c,
+        ms(3),
+        &[
+            (A, a_state.clone()),
+            (B, state(&[B, A, C], Some(A), 20.0, 1)),
+        ],
+    );
     tick(&mut c, ms(500)); // A and B in flight
-    recv(&mut c, ms(501), A, state(&[A, B, C], Some(A), 10.0, 1));
+    recv(&mut c, ms(501), A, a_state);
     let out = recv(&mut c, ms(502), B, state(&[B, C], None, 20.0, 1));
     assert_eq!(fetches(&out), vec![A]);
 }
@@ -619,7 +670,7 @@ fn a_lost_connection_to_a_member_is_checked_at_once_not_at_the_next_round() {
     let mut b = node(B, 20.0, &[A, B]);
     tick(&mut b, ms(0));
     recv(&mut b, ms(1), A, state(&[A, B], Some(A), 10.0, 1));
-    recv(&mut b, ms(2), A, state(&[A, B], Some(A), 10.0, 1)); // the vote's gossip fetch
+    settle(&mut b, ms(2), &[(A, state(&[A, B], Some(A), 10.0, 1))]);
     let out = b.handle(ms(50), Event::ConnectionLost { addr: A.into() });
     assert_eq!(fetches(&out), vec![A]);
     assert!(
