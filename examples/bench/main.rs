@@ -1,0 +1,340 @@
+//! Benchmark: real `les` processes on loopback. Run `cargo run --release --example bench`.
+//!
+//! For each cluster size it measures, over repeated trials, convergence (launch to
+//! agreement), crash failover (SIGKILL of the leader to agreement of the survivors) and
+//! graceful hand-off (SIGTERM of the leader to agreement), then the steady-state cost
+//! (requests, bytes, RSS, CPU) and, under a CPU load on every core, the number of
+//! spurious leader changes. It prints tables, writes BENCHMARKS.md (between markers, so
+//! hand-written analysis survives) and an SVG plot, and ends with one JSON line.
+
+mod cluster;
+mod report;
+mod stats;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::Context;
+use clap::Parser;
+use les::client::PeerClient;
+use les::net::TokioNetwork;
+use serde::Serialize;
+
+use cluster::{cpu_seconds, rss_kib, Cluster};
+use stats::Summary;
+
+#[derive(Debug, Parser)]
+#[command(about = "Measure les: convergence, failover, hand-off and cost on loopback")]
+struct Args {
+    /// Cluster sizes, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "3,10,30")]
+    nodes: Vec<usize>,
+    /// Trials per cluster size for the timing measurements.
+    #[arg(long, default_value_t = 10)]
+    trials: usize,
+    /// Seconds of steady state for the cost measurement.
+    #[arg(long, default_value_t = 60)]
+    cost_seconds: u64,
+    /// Seconds of the spurious-change run under CPU load (0 skips it).
+    #[arg(long, default_value_t = 120)]
+    load_seconds: u64,
+    /// Nodes in the spurious-change run.
+    #[arg(long, default_value_t = 10)]
+    load_nodes: usize,
+    /// Extra flag passed to every node, e.g. --node-arg=--interval=500ms (repeatable).
+    #[arg(long = "node-arg", allow_hyphen_values = true)]
+    node_args: Vec<String>,
+    /// The les binary; default target/release/les (built if missing).
+    #[arg(long)]
+    bin: Option<PathBuf>,
+    /// Markdown file to update.
+    #[arg(long, default_value = "BENCHMARKS.md")]
+    out: PathBuf,
+    /// Plot to write.
+    #[arg(long, default_value = "benchmarks/failover-convergence.svg")]
+    svg: PathBuf,
+    /// Print only; write no files.
+    #[arg(long)]
+    no_write: bool,
+}
+
+/// Timings for one cluster size, in milliseconds.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Timings {
+    pub nodes: usize,
+    pub convergence_ms: Summary,
+    pub failover_ms: Summary,
+    pub handoff_ms: Summary,
+    /// Trials where the new leader was not the most senior survivor (must be 0).
+    pub wrong_leader: usize,
+}
+
+/// Steady-state cost for one cluster size.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Cost {
+    pub nodes: usize,
+    pub seconds: f64,
+    pub requests_per_node_per_s: f64,
+    pub bytes_per_node_per_s: f64,
+    pub rss_kib_max: u64,
+    pub rss_kib_mean: f64,
+    pub cpu_s_per_min_mean: f64,
+    pub cpu_s_per_min_max: f64,
+    /// Whole cluster, percent of one core.
+    pub cluster_core_percent: f64,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct LoadRun {
+    pub nodes: usize,
+    pub seconds: u64,
+    pub busy_threads: usize,
+    pub spurious_changes: usize,
+}
+
+fn ms_between(from: SystemTime, to: SystemTime) -> f64 {
+    to.duration_since(from)
+        .map(|d| d.as_secs_f64() * 1e3)
+        .unwrap_or(0.0)
+}
+
+fn scratch(tag: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("les-bench-{}-{tag}", std::process::id()))
+}
+
+/// Index of the most senior live node, by logged start time.
+fn most_senior(c: &Cluster) -> Option<usize> {
+    (0..c.nodes.len())
+        .filter(|i| c.nodes[*i].alive())
+        .filter_map(|i| Some((c.start_time(i)?, c.nodes[i].addr.clone(), i)))
+        .min_by(|a, b| a.0.total_cmp(&b.0).then_with(|| a.1.cmp(&b.1)))
+        .map(|(_, _, i)| i)
+}
+
+fn timings(bin: &std::path::Path, n: usize, args: &Args) -> anyhow::Result<Timings> {
+    let wait = Duration::from_secs(20);
+    let (mut conv, mut fail, mut hand, mut wrong) = (Vec::new(), Vec::new(), Vec::new(), 0);
+    for trial in 0..args.trials {
+        let t0 = SystemTime::now();
+        let mut c = Cluster::launch(bin, n, &args.node_args, &scratch(&format!("{n}-{trial}")))?;
+        let (leader, at) = c.wait_agreement(None, wait).context("convergence")?;
+        conv.push(ms_between(t0, at));
+        wrong += usize::from(most_senior(&c) != Some(leader));
+
+        let tk = SystemTime::now();
+        c.nodes[leader].signal(libc::SIGKILL);
+        c.nodes[leader].reap(Duration::from_secs(5));
+        let (next, at) = c
+            .wait_agreement(Some(leader), wait)
+            .context("crash failover")?;
+        fail.push(ms_between(tk, at));
+        wrong += usize::from(most_senior(&c) != Some(next));
+
+        if n > 2 {
+            let tt = SystemTime::now();
+            c.nodes[next].signal(libc::SIGTERM);
+            let t_exit = Instant::now();
+            c.nodes[next].reap(Duration::from_secs(5));
+            let exit_ms = t_exit.elapsed().as_millis();
+            let (third, at) = c
+                .wait_agreement(Some(next), wait)
+                .context("graceful hand-off")?;
+            hand.push(ms_between(tt, at));
+            wrong += usize::from(most_senior(&c) != Some(third));
+            if exit_ms > 2000 {
+                eprintln!("warning: leader took {exit_ms} ms to exit after SIGTERM");
+            }
+        }
+        c.shutdown();
+        eprint!(".");
+    }
+    eprintln!();
+    Ok(Timings {
+        nodes: n,
+        convergence_ms: Summary::of(&conv),
+        failover_ms: Summary::of(&fail),
+        handoff_ms: Summary::of(&hand),
+        wrong_leader: wrong,
+    })
+}
+
+/// One node's counters at one moment.
+#[derive(Debug, Clone, Copy, Default)]
+struct Sample {
+    cpu_s: f64,
+    requests: f64,
+    bytes: f64,
+}
+
+/// Counters from a node's /metrics: (requests sent, bytes received + bytes served).
+async fn traffic(client: &PeerClient<TokioNetwork>, addr: &str) -> Option<(f64, f64)> {
+    let body = client.get(addr, "/metrics").await.ok()?;
+    let text = String::from_utf8_lossy(&body);
+    let get = |name: &str| -> Option<f64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+    };
+    Some((
+        get("les_requests_sent_total ")?,
+        get("les_bytes_received_total ")? + get("les_bytes_served_total ")?,
+    ))
+}
+
+fn cost(
+    bin: &std::path::Path,
+    n: usize,
+    args: &Args,
+    rt: &tokio::runtime::Runtime,
+) -> anyhow::Result<Cost> {
+    let c = Cluster::launch(bin, n, &args.node_args, &scratch(&format!("cost-{n}")))?;
+    c.wait_agreement(None, Duration::from_secs(20))
+        .context("convergence before cost run")?;
+    std::thread::sleep(Duration::from_secs(2));
+    let client = PeerClient::new(TokioNetwork, Duration::from_secs(2));
+    let pids: Vec<i32> = c.nodes.iter().filter_map(|n| n.pid()).collect();
+    let sample = |rt: &tokio::runtime::Runtime| -> Vec<Sample> {
+        c.nodes
+            .iter()
+            .zip(&pids)
+            .map(|(node, pid)| {
+                let (requests, bytes) = rt
+                    .block_on(traffic(&client, &node.addr))
+                    .unwrap_or_default();
+                Sample {
+                    cpu_s: cpu_seconds(*pid).unwrap_or(0.0),
+                    requests,
+                    bytes,
+                }
+            })
+            .collect()
+    };
+    let before = sample(rt);
+    let t = Instant::now();
+    std::thread::sleep(Duration::from_secs(args.cost_seconds));
+    let after = sample(rt);
+    let secs = t.elapsed().as_secs_f64();
+    let rss: Vec<u64> = pids.iter().filter_map(|p| rss_kib(*p)).collect();
+    c.shutdown();
+
+    let per_node = |f: fn(&Sample) -> f64| -> Vec<f64> {
+        before
+            .iter()
+            .zip(&after)
+            .map(|(b, a)| f(a) - f(b))
+            .collect()
+    };
+    let cpu = per_node(|s| s.cpu_s);
+    let reqs = per_node(|s| s.requests);
+    let bytes = per_node(|s| s.bytes);
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+    Ok(Cost {
+        nodes: n,
+        seconds: secs,
+        requests_per_node_per_s: mean(&reqs) / secs,
+        bytes_per_node_per_s: mean(&bytes) / secs,
+        rss_kib_max: rss.iter().copied().max().unwrap_or(0),
+        rss_kib_mean: rss.iter().sum::<u64>() as f64 / rss.len().max(1) as f64,
+        cpu_s_per_min_mean: mean(&cpu) / secs * 60.0,
+        cpu_s_per_min_max: cpu.iter().copied().fold(0.0, f64::max) / secs * 60.0,
+        cluster_core_percent: cpu.iter().sum::<f64>() / secs * 100.0,
+    })
+}
+
+/// A steady cluster while every core is kept busy: count leader changes.
+fn loaded(bin: &std::path::Path, args: &Args) -> anyhow::Result<LoadRun> {
+    let n = args.load_nodes;
+    let c = Cluster::launch(bin, n, &args.node_args, &scratch("load"))?;
+    let (_, settled) = c
+        .wait_agreement(None, Duration::from_secs(20))
+        .context("convergence before load run")?;
+    let threads = std::thread::available_parallelism()
+        .map(|p| p.get())
+        .unwrap_or(2);
+    let stop = Arc::new(AtomicBool::new(false));
+    let burners: Vec<_> = (0..threads)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut x = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+                    std::hint::black_box(x);
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(args.load_seconds));
+    stop.store(true, Ordering::Relaxed);
+    for b in burners {
+        let _ = b.join();
+    }
+    let spurious = c.changes_since(settled);
+    c.shutdown();
+    Ok(LoadRun {
+        nodes: n,
+        seconds: args.load_seconds,
+        busy_threads: threads,
+        spurious_changes: spurious,
+    })
+}
+
+/// The les binary: given, or target/release/les, built if missing.
+fn les_binary(args: &Args) -> anyhow::Result<PathBuf> {
+    if let Some(b) = &args.bin {
+        return Ok(b.clone());
+    }
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let bin = root.join("target/release/les");
+    eprintln!("building the les binary (release)...");
+    let status =
+        std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args(["build", "--release", "--bin", "les"])
+            .current_dir(&root)
+            .status()
+            .context("running cargo build")?;
+    anyhow::ensure!(status.success(), "cargo build --release --bin les failed");
+    Ok(bin)
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let bin = les_binary(&args)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let mut all_timings = Vec::new();
+    let mut all_costs = Vec::new();
+    for &n in &args.nodes {
+        eprintln!("N = {n}: {} trials", args.trials);
+        all_timings.push(timings(&bin, n, &args)?);
+        eprintln!("N = {n}: {} s steady state", args.cost_seconds);
+        all_costs.push(cost(&bin, n, &args, &rt)?);
+    }
+    let load = if args.load_seconds > 0 {
+        eprintln!(
+            "{} nodes for {} s with every core busy",
+            args.load_nodes, args.load_seconds
+        );
+        Some(loaded(&bin, &args)?)
+    } else {
+        None
+    };
+    let results = report::Results {
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+        node_args: args.node_args.clone(),
+        trials: args.trials,
+        timings: all_timings,
+        costs: all_costs,
+        load,
+    };
+    println!("{}", report::tables(&results));
+    if !args.no_write {
+        report::write_markdown(&args.out, &args.svg, &results)?;
+        report::write_svg(&args.svg, &results)?;
+        eprintln!("wrote {} and {}", args.out.display(), args.svg.display());
+    }
+    println!("{}", report::headline_json(&results));
+    Ok(())
+}
