@@ -53,7 +53,7 @@ use std::time::Duration;
 use indexmap::IndexMap;
 use rand::rngs::SmallRng;
 use rand::seq::IteratorRandom;
-use rand::SeedableRng;
+use rand::{Rng, SeedableRng};
 
 use crate::wire::{Diag, MemberInfo, PeerState};
 
@@ -218,6 +218,8 @@ struct Member {
     last_contact: Option<Duration>,
     /// Set by a timeout, cleared by any success.
     suspect_since: Option<Duration>,
+    /// When it became a member.
+    added_at: Duration,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -258,8 +260,9 @@ pub struct Core {
     refetch: HashSet<String>,
     tombstones: HashMap<String, Tombstone>,
     last_tick: Option<Duration>,
-    /// Rotating position for `fanout`.
+    /// Rotating position for `fanout`, and members left to visit in this cycle.
     cursor: usize,
+    cycle_left: usize,
     rng: SmallRng,
 }
 
@@ -300,6 +303,7 @@ impl Core {
             tombstones: HashMap::new(),
             last_tick: None,
             cursor: 0,
+            cycle_left: 0,
             rng: SmallRng::seed_from_u64(rng_seed),
             seeds: others,
         }
@@ -328,6 +332,16 @@ impl Core {
     /// Addresses of the current members, in the order they were added (without this node).
     pub fn members(&self) -> impl Iterator<Item = &str> {
         self.members.keys().map(String::as_str)
+    }
+
+    /// Number of members, this node excluded.
+    pub fn member_count(&self) -> usize {
+        self.members.len()
+    }
+
+    /// Whether `addr` is a member.
+    pub fn is_member(&self, addr: &str) -> bool {
+        self.members.contains_key(addr)
     }
 
     /// Whether this node may currently be elected: configured eligible, healthy, not in
@@ -386,7 +400,7 @@ impl Core {
         if self.cooldown_until.is_some_and(|until| now >= until) {
             self.cooldown_until = None;
         }
-        let before = self.state();
+        let before = self.fingerprint();
         let leader_before = self.leader.clone();
         match event {
             Event::Tick { wall } => self.on_tick(now, wall, &mut out),
@@ -433,13 +447,26 @@ impl Core {
             self.elect(&mut out);
         }
         if self.leader != leader_before && !self.leaving {
-            // Gossip on change: tell everyone our new vote now rather than next round.
-            let addrs: Vec<String> = self.members.keys().cloned().collect();
-            for addr in addrs {
+            // Gossip on change. Others learn a vote by fetching the voter, so contacting
+            // the new leader is enough for a follower: the leader, if still waiting for
+            // votes, fetches back whoever contacts it. A node that now waits for votes
+            // itself collects them from every member at once.
+            let targets: Vec<String> = match &self.leader {
+                Some(l) if *l != self.me => vec![l.clone()],
+                Some(_) => Vec::new(),
+                None if self.nominee().as_deref() == Some(self.me.as_str()) => {
+                    self.members.keys().cloned().collect()
+                }
+                None => Vec::new(),
+            };
+            for addr in targets {
                 self.fetch(addr, &mut out);
             }
         }
-        if self.state() != before {
+        let membership_changed = out
+            .iter()
+            .any(|a| matches!(a, Action::MemberAdded { .. } | Action::MemberRemoved { .. }));
+        if membership_changed || self.fingerprint() != before {
             out.push(Action::StateChanged);
         }
         out
@@ -497,14 +524,22 @@ impl Core {
         if self.cfg.fanout == 0 || n <= self.cfg.fanout || pending_self {
             return self.members.keys().cloned().collect();
         }
+        if self.cycle_left == 0 {
+            // Each cycle visits every member once, starting at a random offset. Member
+            // lists are in nearly the same order on every node: a shared starting point
+            // would make every node contact the same few members in the same round and
+            // leave the rest unchecked for a whole cycle.
+            self.cursor = self.rng.random_range(0..n);
+            self.cycle_left = n;
+        }
         let mut picked: Vec<String> = Vec::with_capacity(self.cfg.fanout + 2);
         for i in 0..self.cfg.fanout {
-            let idx = (self.cursor + i) % n;
-            if let Some((addr, _)) = self.members.get_index(idx) {
+            if let Some((addr, _)) = self.members.get_index((self.cursor + i) % n) {
                 picked.push(addr.clone());
             }
         }
         self.cursor = (self.cursor + self.cfg.fanout) % n;
+        self.cycle_left = self.cycle_left.saturating_sub(self.cfg.fanout);
         let nominee = self.nominee();
         for (addr, m) in &self.members {
             let important = m.suspect_since.is_some()
@@ -541,12 +576,22 @@ impl Core {
         self.tombstones.remove(&from);
         self.had_peers = true;
         self.term = self.term.max(state.term);
-        // Hint: a peer that no longer lists our leader may have seen it fail; check now
-        // rather than at our next round.
-        let leader_hint = self
-            .leader
-            .clone()
-            .filter(|l| *l != self.me && *l != from && !state.members.contains(l));
+        // Hints: a peer whose list lacks a member we have known long enough for it to
+        // have learned may have seen that member fail. Check it directly now rather than
+        // when our rotation reaches it: failures spread epidemically, while removal still
+        // only ever follows our own failed contact, never hearsay.
+        let hints: Vec<String> = {
+            let theirs: HashSet<&str> = state.members.iter().map(String::as_str).collect();
+            self.members
+                .iter()
+                .filter(|(a, m)| {
+                    **a != from
+                        && !theirs.contains(a.as_str())
+                        && now.saturating_sub(m.added_at) >= self.cfg.suspicion_timeout
+                })
+                .map(|(a, _)| a.clone())
+                .collect()
+        };
         let learned: Vec<String> = state
             .members
             .iter()
@@ -560,6 +605,7 @@ impl Core {
                     state: None,
                     last_contact: None,
                     suspect_since: None,
+                    added_at: now,
                 },
             );
             out.push(Action::MemberAdded { addr: from.clone() });
@@ -575,8 +621,10 @@ impl Core {
             }
             self.fetch(addr, out);
         }
-        if let Some(l) = leader_hint {
-            self.fetch(l, out);
+        for addr in hints {
+            if !self.in_flight.contains(&addr) {
+                self.fetch(addr, out);
+            }
         }
     }
 
@@ -654,6 +702,18 @@ impl Core {
         for addr in self.members.keys() {
             out.push(Action::SendLeave { addr: addr.clone() });
         }
+    }
+
+    /// Everything in [`Core::state`] except the member list (whose changes are seen
+    /// through `MemberAdded`/`MemberRemoved`), cheap to compare on every event.
+    fn fingerprint(&self) -> (Option<String>, u64, bool, bool, u64) {
+        (
+            self.leader.clone(),
+            self.term,
+            self.eligible(),
+            self.leaving,
+            self.start_time.to_bits(),
+        )
     }
 
     fn start_time_of(&self, addr: &str) -> Option<f64> {

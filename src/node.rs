@@ -416,7 +416,7 @@ impl<N: Network> Protocol<N> {
                     }
                 },
                 _ = ticker.tick() => {
-                    tracing::debug!(members = self.core.members().count(), leader = ?self.core.leader(), "round");
+                    tracing::debug!(members = self.core.member_count(), leader = ?self.core.leader(), "round");
                     Event::Tick { wall: self.clock.now_epoch() }
                 }
             };
@@ -501,7 +501,7 @@ impl<N: Network> Protocol<N> {
                 }
             }
         }
-        Metrics::set(&self.metrics.members, self.core.members().count() as u64);
+        Metrics::set(&self.metrics.members, self.core.member_count() as u64);
         Metrics::set(&self.metrics.term, self.core.term());
         Metrics::set(
             &self.metrics.is_leader,

@@ -622,7 +622,7 @@ fn rounds_contact_a_bounded_fanout_but_always_the_leader() {
     }
     assert_eq!(core.leader(), Some("n0:1"));
     let mut seen = HashSet::new();
-    for round in 1..=7u64 {
+    for round in 1..=14u64 {
         let out = tick(&mut core, ms(round * 500));
         let f = fetches(&out);
         assert!(f.len() <= 4, "fanout 3 plus the leader, got {f:?}");
@@ -645,24 +645,29 @@ fn rounds_contact_a_bounded_fanout_but_always_the_leader() {
 }
 
 #[test]
-fn a_peer_that_no_longer_lists_our_leader_makes_us_check_the_leader_now() {
+fn a_member_missing_from_a_peers_list_is_checked_at_once() {
     let mut c = node(C, 30.0, &[A, B, C]);
     tick(&mut c, ms(0));
-    recv(&mut c, ms(1), A, state(&[A, B, C], Some(A), 10.0, 1));
-    recv(&mut c, ms(2), B, state(&[B, A, C], Some(A), 20.0, 1));
     let a_state = state(&[A, B, C], Some(A), 10.0, 1);
-    settle(
-        &mut c,
-        ms(3),
-        &[
-            (A, a_state.clone()),
-            (B, state(&[B, A, C], Some(A), 20.0, 1)),
-        ],
+    let b_state = state(&[B, A, C], Some(A), 20.0, 1);
+    recv(&mut c, ms(1), A, a_state.clone());
+    recv(&mut c, ms(2), B, b_state.clone());
+    settle(&mut c, ms(3), &[(A, a_state.clone()), (B, b_state)]);
+    // Early on, a peer may simply not have learned a member yet: no check.
+    tick(&mut c, ms(1000));
+    recv(&mut c, ms(1001), A, a_state.clone());
+    let out = recv(&mut c, ms(1002), B, state(&[B, C], Some(A), 20.0, 1));
+    assert!(
+        !fetches(&out).contains(&A),
+        "A is too new to be missed: {out:?}"
     );
-    tick(&mut c, ms(500)); // A and B in flight
-    recv(&mut c, ms(501), A, a_state);
-    let out = recv(&mut c, ms(502), B, state(&[B, C], None, 20.0, 1));
+    settle(&mut c, ms(1003), &[(A, a_state.clone())]);
+    // Later, B no longer listing A is a hint that A failed: C checks A itself, now.
+    tick(&mut c, ms(3000));
+    recv(&mut c, ms(3001), A, a_state.clone());
+    let out = recv(&mut c, ms(3002), B, state(&[B, C], Some(A), 20.0, 1));
     assert_eq!(fetches(&out), vec![A]);
+    assert!(removed(&out).is_empty(), "hearsay never removes a member");
 }
 
 #[test]
@@ -682,4 +687,54 @@ fn a_lost_connection_to_a_member_is_checked_at_once_not_at_the_next_round() {
     // Not a member: nothing to check.
     let out = b.handle(ms(60), Event::ConnectionLost { addr: C.into() });
     assert!(fetches(&out).is_empty());
+}
+
+#[test]
+fn nodes_with_the_same_member_list_contact_different_members() {
+    let all: Vec<String> = (0..40).map(|i| format!("n{i}:1")).collect();
+    let members: Vec<&str> = all.iter().map(String::as_str).collect();
+    let first_rounds: Vec<Vec<String>> = (0..4u64)
+        .map(|seed| {
+            let cfg = CoreConfig {
+                fanout: 4,
+                ..CoreConfig::default()
+            };
+            let mut core = Core::new(cfg, "n39:1", 39.0, &all, seed);
+            let mut pending: Vec<String> = fetches(&tick(&mut core, ms(0)))
+                .into_iter()
+                .map(String::from)
+                .collect();
+            while let Some(addr) = pending.pop() {
+                let idx: f64 = addr[1..addr.len() - 2].parse().unwrap();
+                let out = recv(
+                    &mut core,
+                    ms(1),
+                    &addr,
+                    state(&members, Some("n0:1"), idx, 1),
+                );
+                pending.extend(fetches(&out).into_iter().map(String::from));
+            }
+            // A few cycles in, where each node's rotation stands depends on its seed.
+            let mut last = Vec::new();
+            for round in 1..=12u64 {
+                let out = tick(&mut core, ms(round * 1000));
+                last = fetches(&out).into_iter().map(String::from).collect();
+                for a in &last {
+                    let idx: f64 = a[1..a.len() - 2].parse().unwrap();
+                    recv(
+                        &mut core,
+                        ms(round * 1000 + 1),
+                        a,
+                        state(&members, Some("n0:1"), idx, 1),
+                    );
+                }
+            }
+            last
+        })
+        .collect();
+    let distinct: HashSet<&Vec<String>> = first_rounds.iter().collect();
+    assert!(
+        distinct.len() > 1,
+        "every node contacted the same members: {first_rounds:?}"
+    );
 }
