@@ -9,6 +9,7 @@
 
 mod cluster;
 mod report;
+mod scale;
 mod stats;
 
 use std::path::PathBuf;
@@ -58,6 +59,12 @@ struct Args {
     /// Print only; write no files.
     #[arg(long)]
     no_write: bool,
+    /// Cluster sizes for the core-level scale simulation (empty skips it).
+    #[arg(long, value_delimiter = ',', default_value = "10,100,300,1000")]
+    sim_nodes: Vec<usize>,
+    /// Only run the scale simulation.
+    #[arg(long)]
+    sim_only: bool,
 }
 
 /// Timings for one cluster size, in milliseconds.
@@ -300,19 +307,35 @@ fn les_binary(args: &Args) -> anyhow::Result<PathBuf> {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let bin = les_binary(&args)?;
+    let mut scale_runs = Vec::new();
+    for &n in &args.sim_nodes {
+        for kind in [scale::CrashKind::Refused, scale::CrashKind::Silent] {
+            eprintln!("simulating {n} nodes, crash: {kind:?}");
+            scale_runs.push(scale::run(n, kind, 42));
+        }
+    }
+    let bin = if args.sim_only {
+        PathBuf::new()
+    } else {
+        les_binary(&args)?
+    };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     let mut all_timings = Vec::new();
     let mut all_costs = Vec::new();
-    for &n in &args.nodes {
+    let sizes = if args.sim_only {
+        Vec::new()
+    } else {
+        args.nodes.clone()
+    };
+    for &n in &sizes {
         eprintln!("N = {n}: {} trials", args.trials);
         all_timings.push(timings(&bin, n, &args)?);
         eprintln!("N = {n}: {} s steady state", args.cost_seconds);
         all_costs.push(cost(&bin, n, &args, &rt)?);
     }
-    let load = if args.load_seconds > 0 {
+    let load = if args.load_seconds > 0 && !args.sim_only {
         eprintln!(
             "{} nodes for {} s with every core busy",
             args.load_nodes, args.load_seconds
@@ -328,6 +351,7 @@ fn main() -> anyhow::Result<()> {
         timings: all_timings,
         costs: all_costs,
         load,
+        scale: scale_runs,
     };
     println!("{}", report::tables(&results));
     if !args.no_write {
