@@ -251,12 +251,10 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 250ms, 1s, 1m30s)"))
 }
 
-fn parse_seeds(s: &str) -> Result<Vec<String>, String> {
-    Ok(s.split(',')
-        .map(str::trim)
-        .filter(|x| !x.is_empty())
-        .map(String::from)
-        .collect())
+fn parse_seed(s: &str) -> Result<String, String> {
+    let s = s.trim();
+    check_addr(s).map_err(|why| format!("{s:?} is not a host:port address: {why}"))?;
+    Ok(s.to_string())
 }
 
 /// Flags (and `LES_*` environment variables) for running a node.
@@ -278,7 +276,7 @@ pub struct RunArgs {
     #[arg(long, env = "LES_ADVERTISE_ADDR", value_name = "HOST:PORT")]
     pub advertise_addr: Option<String>,
     /// Comma-separated host:port list of nodes to contact at start (required).
-    #[arg(long, env = "LES_SEEDS", value_name = "LIST", value_parser = parse_seeds)]
+    #[arg(long, env = "LES_SEEDS", value_name = "LIST", value_delimiter = ',', value_parser = parse_seed)]
     pub seeds: Option<Vec<String>>,
     /// Gossip round period in whole seconds (the Python LES flag; prefer --interval).
     #[arg(

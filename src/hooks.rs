@@ -181,11 +181,11 @@ pub(crate) async fn guarded(call: BoxFuture, limit: Duration) -> Result<(), Call
 /// change that made this node leader is reported on `failed` (the runtime turns it into
 /// a step-down).
 pub(crate) async fn dispatch(
-    me: String,
     handlers: Handlers,
     mut rx: mpsc::UnboundedReceiver<Dispatch>,
     failed: mpsc::UnboundedSender<LeaderChange>,
     call_timeout: Duration,
+    me: String,
 ) {
     for h in &handlers {
         if let Err(e) = guarded(h.clone().started(me.clone()), call_timeout).await {

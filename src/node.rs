@@ -214,19 +214,20 @@ impl<N: Network> NodeBuilder<N> {
         let (results_tx, results_rx) = mpsc::unbounded_channel();
         let (dispatch_tx, dispatch_rx) = mpsc::unbounded_channel();
         let (failed_tx, failed_rx) = mpsc::unbounded_channel();
-        let (health_tx, health_rx) = mpsc::channel(4);
         let leaving = Arc::new(AtomicBool::new(false));
         let metrics = Arc::new(Metrics::default());
         let client =
             PeerClient::with_metrics(self.net.clone(), cfg.request_timeout, metrics.clone());
 
         tracker.spawn(hooks::dispatch(
-            cfg.advertise_addr.clone(),
             self.handlers,
             dispatch_rx,
             failed_tx,
             self.hook_timeout,
+            cfg.advertise_addr.clone(),
         ));
+        // Without a health check the sender is dropped and the loop never hears from it.
+        let (health_tx, health_rx) = mpsc::channel(4);
         if let Some((check, interval)) = self.health {
             tracker.spawn(health_loop(
                 check,
@@ -280,10 +281,10 @@ impl<N: Network> NodeBuilder<N> {
         };
         tracker.spawn(protocol.run(
             Channels {
+                health: health_rx,
                 inbound: inbound_rx,
                 results: results_rx,
                 failed: failed_rx,
-                health: health_rx,
             },
             Timing {
                 interval: cfg.interval,
@@ -387,11 +388,11 @@ enum Outcome {
 }
 
 struct Channels {
+    /// Health check results (never yields without a health check).
+    health: mpsc::Receiver<Result<(), String>>,
     inbound: mpsc::Receiver<Inbound>,
     results: mpsc::UnboundedReceiver<Outcome>,
     failed: mpsc::UnboundedReceiver<LeaderChange>,
-    /// Health check results (never yields without a health check).
-    health: mpsc::Receiver<Result<(), String>>,
 }
 
 /// Run the health check once, a panic or a timeout counting as a failure.
@@ -473,6 +474,14 @@ impl<N: Network> Protocol<N> {
                 biased;
                 _ = stop.cancelled() => break,
                 Some(outcome) = ch.results.recv() => self.outcome_event(outcome),
+                Some(change) = ch.failed.recv() => {
+                    if self.core.leader() != Some(self.me.as_str()) {
+                        continue;
+                    }
+                    tracing::warn!(term = change.term, cooldown = ?timing.cooldown,
+                        "could not take up leadership; stepping down");
+                    Event::StepDown { cooldown: timing.cooldown }
+                }
                 Some(result) = ch.health.recv() => {
                     let healthy = result.is_ok();
                     if healthy == self.healthy {
@@ -485,14 +494,6 @@ impl<N: Network> Protocol<N> {
                             "health check failing: not eligible (stepping down if leading)"),
                     }
                     Event::SetHealth { healthy }
-                }
-                Some(change) = ch.failed.recv() => {
-                    if self.core.leader() != Some(self.me.as_str()) {
-                        continue;
-                    }
-                    tracing::warn!(term = change.term, cooldown = ?timing.cooldown,
-                        "could not take up leadership; stepping down");
-                    Event::StepDown { cooldown: timing.cooldown }
                 }
                 Some(msg) = ch.inbound.recv() => match msg {
                     Inbound::Announced(addr) => Event::Announced { addr },
