@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::commands::{CommandHealthCheck, CommandHooks};
+use crate::commands::{CommandHealthCheck, CommandHooks, CrashGuard};
 use crate::core::CoreConfig;
 use crate::net::TokioNetwork;
 use crate::node::{Node, NodeBuilder};
@@ -446,6 +446,16 @@ impl Resolved {
             );
         }
         builder
+    }
+
+    /// The crash guard for the `on_follower` command, if one is set: it runs the
+    /// command if this process dies without a graceful leave (see
+    /// [`CommandHooks::crash_guard`]). Disarm it after [`crate::node::NodeHandle::leave`].
+    pub fn crash_guard(&self) -> std::io::Result<Option<CrashGuard>> {
+        self.hooks
+            .command_hooks()
+            .crash_guard(&self.config.advertise_addr)
+            .transpose()
     }
 }
 

@@ -70,14 +70,9 @@ fn run_node(args: RunArgs) -> ExitCode {
 /// Run one node until SIGINT or SIGTERM, then leave gracefully.
 fn serve(resolved: Resolved) -> anyhow::Result<()> {
     // If les dies without leaving, release what on_leader took (see les::commands).
-    let guard = match resolved
-        .hooks
-        .command_hooks()
-        .crash_guard(&resolved.config.advertise_addr)
-    {
-        Some(g) => Some(g.context("cannot start the crash guard for on_follower")?),
-        None => None,
-    };
+    let guard = resolved
+        .crash_guard()
+        .context("cannot start the crash guard for on_follower")?;
     // One thread is plenty for a node and keeps its idle cost low.
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
