@@ -3,7 +3,15 @@
 //! A complete les node whose [`LeaderChanged`] implementation runs
 //! `ip addr replace VIP dev IFACE` when this node becomes leader (then sends one
 //! gratuitous ARP with `arping -U` so neighbours switch to this machine's MAC at once)
-//! and `ip addr del VIP dev IFACE` when it stops leading. It also releases the address:
+//! and `ip addr del VIP dev IFACE` when it stops leading.
+//!
+//! Before taking the address it checks that no other machine still answers for it (an
+//! ARP probe, `arping -D`, given 100 ms for an answer; repeated while one comes). A
+//! leader that handed over gracefully has released it already, but one that was killed
+//! releases it through its crash guard a few milliseconds after dying, and les can elect
+//! its successor faster than that. The probe costs 100 ms per takeover.
+//!
+//! It releases the address:
 //!
 //! - at start-up ([`LeaderChanged::started`]), in case a previous run left it behind;
 //! - on SIGTERM or SIGINT, before the other members hear that this node leaves (the
@@ -29,6 +37,7 @@ use std::fmt;
 use std::net::Ipv4Addr;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
@@ -36,6 +45,9 @@ use les::commands::CrashGuard;
 use les::config::RunArgs;
 use les::hooks::{HookError, LeaderChange, LeaderChanged};
 use tokio::process::Command;
+
+/// How long an ARP probe for the address waits for an answer.
+const PROBE_WAIT: Duration = Duration::from_millis(100);
 
 /// Run a les node that holds a virtual IPv4 address while it leads.
 #[derive(Debug, Parser)]
@@ -128,7 +140,47 @@ impl FloatingIp {
         Ok(out.contains(&needle))
     }
 
+    /// Wait until no other machine answers ARP for the address. Bounded by the node's
+    /// hook timeout, which cancels this call (and kills `arping`).
+    async fn wait_until_free(&self) {
+        let mut said = false;
+        loop {
+            let probe = Command::new("arping")
+                .args(["-D", "-q", "-c", "1", "-w", "1", "-I", &self.iface])
+                .arg(self.vip.addr.to_string())
+                .kill_on_drop(true)
+                .spawn();
+            let mut child = match probe {
+                Ok(c) => c,
+                Err(e) => {
+                    self.no_arping(&e);
+                    return; // cannot check; take it
+                }
+            };
+            // In DAD mode arping exits 1 at the first answer; replies on a LAN take well
+            // under a millisecond, so 100 ms without one means nobody holds the address.
+            match tokio::time::timeout(PROBE_WAIT, child.wait()).await {
+                Ok(Ok(status)) if status.code() == Some(1) => {}
+                _ => return,
+            }
+            if !std::mem::replace(&mut said, true) {
+                tracing::warn!(vip = %self.vip,
+                    "another machine still answers for the virtual IP; waiting for it to let go");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn no_arping(&self, e: &std::io::Error) {
+        if !self.warned_no_arping.swap(true, Ordering::Relaxed) {
+            tracing::warn!(error = %e,
+                "cannot run arping: the virtual IP is taken without checking that nobody \
+                 else holds it, and neighbours learn the move only when their ARP entries expire");
+        }
+    }
+
     async fn take(&self) -> Result<(), HookError> {
+        self.wait_until_free().await;
         let vip = self.vip.to_string();
         self.ip(&["addr", "replace", &vip, "dev", &self.iface])
             .await
@@ -171,12 +223,7 @@ impl FloatingIp {
                     }
                 });
             }
-            Err(e) => {
-                if !self.warned_no_arping.swap(true, Ordering::Relaxed) {
-                    tracing::warn!(error = %e,
-                        "cannot run arping: neighbours will learn the move only when their ARP entries expire");
-                }
-            }
+            Err(e) => self.no_arping(&e),
         }
     }
 }
