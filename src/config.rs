@@ -16,7 +16,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::commands::{CommandHealthCheck, CommandHooks, CrashGuard};
 use crate::core::CoreConfig;
+use crate::net::TokioNetwork;
+use crate::node::{Node, NodeBuilder};
 use crate::wire::{check_addr, AddrError};
 
 /// Defaults, in one place; `les.toml.example` and `--help` repeat them.
@@ -36,6 +39,13 @@ pub mod defaults {
     pub const REJOIN_HOLDOFF: Duration = Duration::from_secs(5);
     /// Members contacted per round in large clusters (leader and suspects always are).
     pub const FANOUT: usize = 8;
+    /// Longest a leader-change handler call (all hook commands of one change together)
+    /// or a health check may run before it is cancelled and counts as failed.
+    pub const HOOK_TIMEOUT: Duration = Duration::from_secs(10);
+    /// How long a node that could not take up leadership stays ineligible.
+    pub const STEP_DOWN_COOLDOWN: Duration = Duration::from_secs(30);
+    /// Period of the health check command.
+    pub const HEALTH_INTERVAL: Duration = Duration::from_secs(2);
 }
 
 /// Log output format.
@@ -206,6 +216,16 @@ pub struct FileConfig {
     pub fanout: Option<usize>,
     pub eligible: Option<bool>,
     pub log_format: Option<LogFormat>,
+    pub on_leader: Option<String>,
+    pub on_follower: Option<String>,
+    pub on_change: Option<String>,
+    #[serde(default, with = "humantime_serde")]
+    pub hook_timeout: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub step_down_cooldown: Option<Duration>,
+    pub health_check: Option<String>,
+    #[serde(default, with = "humantime_serde")]
+    pub health_interval: Option<Duration>,
 }
 
 impl FileConfig {
@@ -290,13 +310,153 @@ pub struct RunArgs {
     /// Log format [default: text]. Verbosity comes from RUST_LOG (default: info).
     #[arg(long, env = "LES_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
+    /// Shell command run when this node becomes leader; a non-zero exit makes it step
+    /// down. Gets LES_ROLE, LES_LEADER, LES_PREVIOUS_LEADER, LES_SELF, LES_TERM.
+    #[arg(long, env = "LES_ON_LEADER", value_name = "COMMAND")]
+    pub on_leader: Option<String>,
+    /// Shell command run when this node stops leading, once at start-up, and by a guard
+    /// process if les dies without leaving (release what on_leader took).
+    #[arg(long, env = "LES_ON_FOLLOWER", value_name = "COMMAND")]
+    pub on_follower: Option<String>,
+    /// Shell command run on every change of leader, and once at start-up.
+    #[arg(long, env = "LES_ON_CHANGE", value_name = "COMMAND")]
+    pub on_change: Option<String>,
+    /// Longest the hook commands of one change, or a health check, may run before they
+    /// are killed and count as failed [default: 10s].
+    #[arg(long, env = "LES_HOOK_TIMEOUT", value_name = "DURATION", value_parser = parse_duration)]
+    pub hook_timeout: Option<Duration>,
+    /// How long a node whose on_leader failed stays ineligible [default: 30s].
+    #[arg(long, env = "LES_STEP_DOWN_COOLDOWN", value_name = "DURATION", value_parser = parse_duration)]
+    pub step_down_cooldown: Option<Duration>,
+    /// Shell command run every --health-interval; while it exits non-zero the node is
+    /// not eligible, and a leader steps down.
+    #[arg(long, env = "LES_HEALTH_CHECK", value_name = "COMMAND")]
+    pub health_check: Option<String>,
+    /// Period of the health check [default: 2s].
+    #[arg(long, env = "LES_HEALTH_INTERVAL", value_name = "DURATION", value_parser = parse_duration)]
+    pub health_interval: Option<Duration>,
+}
+
+/// Hook commands, health check and their timings (the `les` binary's settings around
+/// the node; library users call [`NodeBuilder`] methods instead).
+#[derive(Debug, Clone, PartialEq)]
+pub struct HookConfig {
+    /// Run when this node becomes leader.
+    pub on_leader: Option<String>,
+    /// Run when this node stops leading, at start-up, and after a crash.
+    pub on_follower: Option<String>,
+    /// Run on every change, and at start-up.
+    pub on_change: Option<String>,
+    /// Longest the commands of one change (or a health check) may run.
+    pub hook_timeout: Duration,
+    /// How long a node whose `on_leader` failed stays ineligible.
+    pub step_down_cooldown: Duration,
+    /// Command whose non-zero exit makes the node ineligible.
+    pub health_check: Option<String>,
+    /// Period of the health check.
+    pub health_interval: Duration,
+}
+
+impl Default for HookConfig {
+    fn default() -> Self {
+        HookConfig {
+            on_leader: None,
+            on_follower: None,
+            on_change: None,
+            hook_timeout: defaults::HOOK_TIMEOUT,
+            step_down_cooldown: defaults::STEP_DOWN_COOLDOWN,
+            health_check: None,
+            health_interval: defaults::HEALTH_INTERVAL,
+        }
+    }
+}
+
+impl HookConfig {
+    /// The configured commands as a handler (empty if none is set).
+    pub fn command_hooks(&self) -> CommandHooks {
+        let mut hooks = CommandHooks::new(self.hook_timeout);
+        if let Some(c) = &self.on_leader {
+            hooks = hooks.on_leader(c);
+        }
+        if let Some(c) = &self.on_follower {
+            hooks = hooks.on_follower(c);
+        }
+        if let Some(c) = &self.on_change {
+            hooks = hooks.on_change(c);
+        }
+        hooks
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        for (key, command) in [
+            ("on_leader", &self.on_leader),
+            ("on_follower", &self.on_follower),
+            ("on_change", &self.on_change),
+            ("health_check", &self.health_check),
+        ] {
+            if command.as_ref().is_some_and(|c| c.trim().is_empty()) {
+                return Err(ConfigError::Invalid {
+                    key,
+                    why: "is empty (leave it out to run nothing)".into(),
+                });
+            }
+        }
+        for (key, d) in [
+            ("hook_timeout", self.hook_timeout),
+            ("step_down_cooldown", self.step_down_cooldown),
+            ("health_interval", self.health_interval),
+        ] {
+            if d < Duration::from_millis(10) {
+                return Err(ConfigError::Invalid {
+                    key,
+                    why: "must be at least 10ms".into(),
+                });
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Everything `les` needs to run a node: the node config and process-level settings.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Resolved {
     pub config: Config,
+    pub hooks: HookConfig,
     pub log_format: LogFormat,
+}
+
+impl Resolved {
+    /// A node builder with everything configured: timings, the hook commands (if any)
+    /// and the health check (if any). Add handlers of your own before `start`.
+    pub fn node_builder(&self) -> NodeBuilder<TokioNetwork> {
+        let h = &self.hooks;
+        // The commands of one change share `hook_timeout` and kill themselves at its end;
+        // the node's own limit on the call is a backstop that must not cut them short.
+        let mut builder = Node::builder(self.config.clone())
+            .step_down_cooldown(h.step_down_cooldown)
+            .hook_timeout(h.hook_timeout + Duration::from_secs(1));
+        let commands = h.command_hooks();
+        if !commands.is_empty() {
+            builder = builder.on_leader_change(commands);
+        }
+        if let Some(check) = &h.health_check {
+            builder = builder.health_check(
+                CommandHealthCheck::new(check, &self.config.advertise_addr, h.hook_timeout),
+                h.health_interval,
+            );
+        }
+        builder
+    }
+
+    /// The crash guard for the `on_follower` command, if one is set: it runs the
+    /// command if this process dies without a graceful leave (see
+    /// [`CommandHooks::crash_guard`]). Disarm it after [`crate::node::NodeHandle::leave`].
+    pub fn crash_guard(&self) -> std::io::Result<Option<CrashGuard>> {
+        self.hooks
+            .command_hooks()
+            .crash_guard(&self.config.advertise_addr)
+            .transpose()
+    }
 }
 
 impl RunArgs {
@@ -365,8 +525,28 @@ impl RunArgs {
         config.fanout = self.fanout.or(file.fanout).unwrap_or(defaults::FANOUT);
         config.eligible = self.eligible.or(file.eligible).unwrap_or(true);
         config.validate()?;
+        let hooks = HookConfig {
+            on_leader: self.on_leader.clone().or(file.on_leader),
+            on_follower: self.on_follower.clone().or(file.on_follower),
+            on_change: self.on_change.clone().or(file.on_change),
+            hook_timeout: self
+                .hook_timeout
+                .or(file.hook_timeout)
+                .unwrap_or(defaults::HOOK_TIMEOUT),
+            step_down_cooldown: self
+                .step_down_cooldown
+                .or(file.step_down_cooldown)
+                .unwrap_or(defaults::STEP_DOWN_COOLDOWN),
+            health_check: self.health_check.clone().or(file.health_check),
+            health_interval: self
+                .health_interval
+                .or(file.health_interval)
+                .unwrap_or(defaults::HEALTH_INTERVAL),
+        };
+        hooks.validate()?;
         Ok(Resolved {
             config,
+            hooks,
             log_format: self.log_format.or(file.log_format).unwrap_or_default(),
         })
     }
@@ -451,6 +631,43 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("interval"), "{err}");
+    }
+
+    #[test]
+    fn hook_settings_merge_like_the_others_and_bad_ones_name_the_key() {
+        let file = FileConfig::parse(
+            "on_leader = \"file-leader\"\non_follower = \"file-follower\"\nhook_timeout = \"3s\"\nhealth_interval = \"7s\"\n",
+        )
+        .unwrap();
+        let mut a = args();
+        a.on_leader = Some("flag-leader".into());
+        a.step_down_cooldown = Some(Duration::from_secs(90));
+        let h = a.resolve_with(file).unwrap().hooks;
+        assert_eq!(h.on_leader.as_deref(), Some("flag-leader"));
+        assert_eq!(h.on_follower.as_deref(), Some("file-follower"));
+        assert_eq!(h.on_change, None);
+        assert_eq!(h.hook_timeout, Duration::from_secs(3));
+        assert_eq!(h.step_down_cooldown, Duration::from_secs(90));
+        assert_eq!(h.health_check, None);
+        assert_eq!(h.health_interval, Duration::from_secs(7));
+        let d = args().resolve_with(FileConfig::default()).unwrap().hooks;
+        assert_eq!(d, HookConfig::default());
+        assert!(d.command_hooks().is_empty());
+
+        let mut a = args();
+        a.on_change = Some("  ".into());
+        let err = a
+            .resolve_with(FileConfig::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("on_change"), "{err}");
+        let err = args()
+            .resolve_with(FileConfig::parse("health_interval = \"0s\"").unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("health_interval"), "{err}");
+        let err = FileConfig::parse("on_leader = 1").unwrap_err();
+        assert!(err.contains("on_leader"), "{err}");
     }
 
     #[test]

@@ -1,18 +1,37 @@
-//! Leader-change notifications: the [`LeaderChanged`] trait and the task that calls it.
+//! Owner-supplied callbacks: the [`LeaderChanged`] trait (with the task that calls it)
+//! and the [`HealthCheck`] trait.
 //!
-//! # Contract
-//! - Called once per change of leader as this node sees it, in order, never
-//!   concurrently: the next call starts only after the previous one returned.
-//! - Called from a task of its own, so a slow implementation delays later
-//!   notifications but never the gossip loop; a panicking one is caught and logged.
+//! # The `LeaderChanged` contract
+//! - [`LeaderChanged::started`] is called once when the node starts, before any change:
+//!   the node is not leader then, so this is where to release anything a previous run
+//!   may have left behind (a virtual IP still configured after a crash or a reboot).
+//! - [`LeaderChanged::leader_changed`] is called once per change of leader as this node
+//!   sees it, in order, never concurrently: the next call starts only after the previous
+//!   one returned. Each [`LeaderChange`] says the previous leader, the new one (or none),
+//!   whether this node gains ([`LeaderChange::gained`]) or loses ([`LeaderChange::lost`])
+//!   leadership, and the term.
+//! - Calls run in a task of their own, so a slow implementation delays later
+//!   notifications but never the gossip loop; a panicking one is caught and logged. A
+//!   call that takes longer than the node's hook timeout
+//!   ([`crate::node::NodeBuilder::hook_timeout`]) is cancelled and counts as failed.
 //! - When the change makes this node leader ([`LeaderChange::gained`]) and the call
-//!   returns `Err`, the node steps down and is not eligible for the configured cooldown
-//!   (see [`crate::node::NodeBuilder::step_down_cooldown`]), so the next most senior
-//!   node takes over instead of the cluster keeping a leader that holds nothing (no
-//!   virtual IP, no lock). Errors on other changes are logged only.
-//! - On graceful shutdown a leader is first told it lost leadership (`current` is
-//!   `None`) and the leave is announced to the other members only after that call
-//!   returns (or times out), so a virtual IP is released before a successor takes it.
+//!   fails (returns `Err`, panics or times out), the node steps down and is not eligible
+//!   for the configured cooldown (see [`crate::node::NodeBuilder::step_down_cooldown`]),
+//!   so the next most senior node takes over instead of the cluster keeping a leader
+//!   that holds nothing (no virtual IP, no lock). The step-down is itself a change, so
+//!   the implementation is then told it lost leadership. Failures on other changes are
+//!   logged only.
+//! - On graceful shutdown ([`crate::node::NodeHandle::leave`]) a leader is first told
+//!   it lost leadership (`current` is `None`). Until that call returns (or times out)
+//!   the node keeps answering its peers as the leader; only then does it publish that it
+//!   is leaving and send its leave notices, so a virtual IP is released before a
+//!   successor takes it.
+//!
+//! # Health checks
+//! A [`HealthCheck`] given to [`crate::node::NodeBuilder::health_check`] is run once
+//! before the node starts gossiping and then on an interval. While it fails the node is
+//! not eligible: it does not lead, and a leader steps down. Like a leader-change call,
+//! a check that panics or outlives the hook timeout counts as a failure.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -23,7 +42,7 @@ use tokio::sync::{mpsc, oneshot};
 
 pub use crate::core::LeaderChange;
 
-/// Failure reported by a [`LeaderChanged`] implementation.
+/// Failure reported by a [`LeaderChanged`] implementation or a [`HealthCheck`].
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct HookError(pub String);
@@ -56,6 +75,31 @@ pub trait LeaderChanged: Send + Sync + 'static {
         &self,
         change: LeaderChange,
     ) -> impl Future<Output = Result<(), HookError>> + Send;
+
+    /// Called once when the node `me` starts, before any [`LeaderChanged::leader_changed`]
+    /// call. The node is not leader: release whatever leadership holds (it may be left
+    /// over from a run that crashed). An error is logged. The default does nothing.
+    fn started(&self, me: &str) -> impl Future<Output = Result<(), HookError>> + Send {
+        let _ = me;
+        async { Ok(()) }
+    }
+}
+
+/// Tells whether this node is fit to lead. See the module docs.
+///
+/// ```
+/// use les::hooks::{HealthCheck, HookError};
+///
+/// struct DiskNotFull;
+/// impl HealthCheck for DiskNotFull {
+///     async fn check(&self) -> Result<(), HookError> {
+///         Ok(()) // look at the disk here
+///     }
+/// }
+/// ```
+pub trait HealthCheck: Send + Sync + 'static {
+    /// `Ok` while healthy; `Err` (with a reason, logged when the health changes) while not.
+    fn check(&self) -> impl Future<Output = Result<(), HookError>> + Send;
 }
 
 type BoxFuture = Pin<Box<dyn Future<Output = Result<(), HookError>> + Send>>;
@@ -63,6 +107,7 @@ type BoxFuture = Pin<Box<dyn Future<Output = Result<(), HookError>> + Send>>;
 /// Object-safe form of [`LeaderChanged`], so a node can hold any implementation.
 pub(crate) trait DynLeaderChanged: Send + Sync + 'static {
     fn call(self: Arc<Self>, change: LeaderChange) -> BoxFuture;
+    fn started(self: Arc<Self>, me: String) -> BoxFuture;
 }
 
 struct Erased<H>(H);
@@ -71,10 +116,28 @@ impl<H: LeaderChanged> DynLeaderChanged for Erased<H> {
     fn call(self: Arc<Self>, change: LeaderChange) -> BoxFuture {
         Box::pin(async move { self.0.leader_changed(change).await })
     }
+    fn started(self: Arc<Self>, me: String) -> BoxFuture {
+        Box::pin(async move { self.0.started(&me).await })
+    }
 }
 
 pub(crate) fn erase<H: LeaderChanged>(h: H) -> Arc<dyn DynLeaderChanged> {
     Arc::new(Erased(h))
+}
+
+/// Object-safe form of [`HealthCheck`].
+pub(crate) trait DynHealthCheck: Send + Sync + 'static {
+    fn check(self: Arc<Self>) -> BoxFuture;
+}
+
+impl<C: HealthCheck> DynHealthCheck for Erased<C> {
+    fn check(self: Arc<Self>) -> BoxFuture {
+        Box::pin(async move { self.0.check().await })
+    }
+}
+
+pub(crate) fn erase_check<C: HealthCheck>(c: C) -> Arc<dyn DynHealthCheck> {
+    Arc::new(Erased(c))
 }
 
 /// A handler list: every handler is called, in registration order, per change.
@@ -87,14 +150,48 @@ pub(crate) enum Dispatch {
     Flush(oneshot::Sender<()>),
 }
 
-/// Runs handlers one change at a time. A handler failing on a change that made this
-/// node leader is reported on `failed` (the runtime turns it into a step-down).
+/// Why a guarded call did not succeed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum CallError {
+    #[error("{0}")]
+    Failed(HookError),
+    #[error("panicked: {0}")]
+    Panicked(String),
+    #[error("timed out after {0:?}")]
+    TimedOut(Duration),
+}
+
+/// Run `call` as a task of its own, so a panic is caught as a `JoinError` rather than
+/// unwound through the caller, and cancel it after `limit`.
+pub(crate) async fn guarded(call: BoxFuture, limit: Duration) -> Result<(), CallError> {
+    let task = tokio::spawn(call);
+    let abort = task.abort_handle();
+    match tokio::time::timeout(limit, task).await {
+        Ok(Ok(Ok(()))) => Ok(()),
+        Ok(Ok(Err(e))) => Err(CallError::Failed(e)),
+        Ok(Err(join)) => Err(CallError::Panicked(join.to_string())),
+        Err(_) => {
+            abort.abort();
+            Err(CallError::TimedOut(limit))
+        }
+    }
+}
+
+/// Runs handlers: `started` first, then one change at a time. A handler failing on a
+/// change that made this node leader is reported on `failed` (the runtime turns it into
+/// a step-down).
 pub(crate) async fn dispatch(
     handlers: Handlers,
     mut rx: mpsc::UnboundedReceiver<Dispatch>,
     failed: mpsc::UnboundedSender<LeaderChange>,
     call_timeout: Duration,
+    me: String,
 ) {
+    for h in &handlers {
+        if let Err(e) = guarded(h.clone().started(me.clone()), call_timeout).await {
+            tracing::error!(error = %e, "start-up handler failed");
+        }
+    }
     while let Some(msg) = rx.recv().await {
         let change = match msg {
             Dispatch::Change(c) => c,
@@ -105,25 +202,9 @@ pub(crate) async fn dispatch(
         };
         let mut ok = true;
         for h in &handlers {
-            // Each call runs as a task so a panic is caught as a JoinError, not unwound
-            // through the dispatcher.
-            let call = tokio::spawn(h.clone().call(change.clone()));
-            let abort = call.abort_handle();
-            match tokio::time::timeout(call_timeout, call).await {
-                Ok(Ok(Ok(()))) => {}
-                Ok(Ok(Err(e))) => {
-                    ok = false;
-                    tracing::error!(error = %e, term = change.term, "leader-change handler failed");
-                }
-                Ok(Err(join)) => {
-                    ok = false;
-                    tracing::error!(error = %join, term = change.term, "leader-change handler panicked");
-                }
-                Err(_) => {
-                    abort.abort();
-                    ok = false;
-                    tracing::error!(timeout = ?call_timeout, term = change.term, "leader-change handler timed out");
-                }
+            if let Err(e) = guarded(h.clone().call(change.clone()), call_timeout).await {
+                ok = false;
+                tracing::error!(error = %e, term = change.term, "leader-change handler failed");
             }
         }
         if !ok && change.gained() {

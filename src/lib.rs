@@ -13,7 +13,10 @@
 //! - [`api`] and [`client`]: the HTTP API a node serves and the pooled client it uses.
 //! - [`wire`]: the JSON documents on the wire, and validation of what peers send.
 //! - [`config`]: flags, environment and TOML merged into a validated [`config::Config`].
-//! - [`hooks`]: the [`hooks::LeaderChanged`] trait and its calling contract.
+//! - [`hooks`]: the [`hooks::LeaderChanged`] and [`hooks::HealthCheck`] traits and
+//!   their calling contract.
+//! - [`commands`]: shell commands as hooks and health checks, for operators (the
+//!   keepalived way), and a crash guard that releases what a killed node held.
 //! - [`net`]: the network and wall-clock seams (real, or simulated in tests).
 //! - [`metrics`]: counters, also served on `GET /metrics`.
 //!
@@ -44,6 +47,7 @@
 
 pub mod api;
 pub mod client;
+pub mod commands;
 pub mod config;
 pub mod core;
 pub mod hooks;

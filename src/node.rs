@@ -8,11 +8,16 @@
 //!   core, and carries out the actions (spawning one task per peer request);
 //! - the **HTTP server** ([`crate::api`]);
 //! - the **hook dispatcher** ([`crate::hooks`]), which calls `LeaderChanged` handlers
-//!   one change at a time so a slow handler never stalls gossip.
+//!   one change at a time so a slow handler never stalls gossip;
+//! - the **health check** task, if a [`HealthCheck`] was given: it runs the check every
+//!   interval and tells the loop when the result changes (an unhealthy node is not
+//!   eligible). The first check runs in [`NodeBuilder::start`], before any gossip, so a
+//!   node that starts unhealthy never leads, not even for a moment.
 //!
 //! Shutdown is explicit: [`NodeHandle::leave`] makes the loop give up leadership (the
-//! handlers hear it first), announce the leave to every member, stop the server and
-//! the in-flight requests, and return once every task has ended.
+//! handlers hear it first, while peers still see this node as leader), then publish
+//! that it is leaving and announce the leave to every member, stop the server and the
+//! in-flight requests, and return once every task has ended.
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -29,9 +34,9 @@ use tokio_util::task::TaskTracker;
 
 use crate::api::{self, Api, Inbound};
 use crate::client::{ContactError, PeerClient};
-use crate::config::{Config, ConfigError};
+use crate::config::{defaults, Config, ConfigError};
 use crate::core::{Action, Core, Event, Failure, LeaderChange};
-use crate::hooks::{self, Dispatch, Handlers, LeaderChanged};
+use crate::hooks::{self, Dispatch, DynHealthCheck, Handlers, HealthCheck, LeaderChanged};
 use crate::metrics::{Metrics, MetricsSnapshot};
 use crate::net::{Network, SystemClock, TokioNetwork, WallClock};
 use crate::wire::{Diag, PeerState};
@@ -78,8 +83,9 @@ impl Node {
             clock: Arc::new(SystemClock),
             handlers: Vec::new(),
             rng_seed: None,
-            step_down_cooldown: Duration::from_secs(30),
-            hook_timeout: Duration::from_secs(10),
+            step_down_cooldown: defaults::STEP_DOWN_COOLDOWN,
+            hook_timeout: defaults::HOOK_TIMEOUT,
+            health: None,
         }
     }
 }
@@ -93,6 +99,7 @@ pub struct NodeBuilder<N: Network> {
     rng_seed: Option<u64>,
     step_down_cooldown: Duration,
     hook_timeout: Duration,
+    health: Option<(Arc<dyn DynHealthCheck>, Duration)>,
 }
 
 impl<N: Network> NodeBuilder<N> {
@@ -106,6 +113,7 @@ impl<N: Network> NodeBuilder<N> {
             rng_seed: self.rng_seed,
             step_down_cooldown: self.step_down_cooldown,
             hook_timeout: self.hook_timeout,
+            health: self.health,
         }
     }
 
@@ -127,16 +135,26 @@ impl<N: Network> NodeBuilder<N> {
         self
     }
 
-    /// How long a node whose handler failed to take up leadership stays ineligible.
-    /// Default 30 s.
+    /// How long a node whose handler failed to take up leadership stays ineligible, so
+    /// that the next most senior node leads. Once it is over the node is eligible again
+    /// and, being the most senior, takes leadership back. Default 30 s.
     pub fn step_down_cooldown(mut self, cooldown: Duration) -> Self {
         self.step_down_cooldown = cooldown;
         self
     }
 
-    /// Longest a single handler call may run before it counts as failed. Default 10 s.
+    /// Longest a single handler call, or a health check, may run before it is
+    /// cancelled and counts as failed. Also how long a graceful leave waits for the
+    /// handlers to release leadership. Default 10 s.
     pub fn hook_timeout(mut self, timeout: Duration) -> Self {
         self.hook_timeout = timeout;
+        self
+    }
+
+    /// Run `check` before the node starts gossiping and then every `interval`: while it
+    /// fails the node is not eligible (a leader steps down). See [`crate::hooks`].
+    pub fn health_check(mut self, check: impl HealthCheck, interval: Duration) -> Self {
+        self.health = Some((hooks::erase_check(check), interval));
         self
     }
 
@@ -159,15 +177,28 @@ impl<N: Network> NodeBuilder<N> {
                 addr: cfg.bind,
                 source,
             })?;
+        // Know our health before anyone can hear from us: a node that gossiped
+        // `eligible` first and failed its check a moment later would make the cluster
+        // elect twice.
+        let healthy = match &self.health {
+            Some((check, _)) => health_result(check, self.hook_timeout).await,
+            None => Ok(()),
+        };
         let start_time = self.clock.now_epoch();
         let seed = self.rng_seed.unwrap_or(start_time.to_bits());
-        let core = Core::new(
+        let mut core = Core::new(
             cfg.core_config(),
             cfg.advertise_addr.clone(),
             start_time,
             &cfg.seeds,
             seed,
         );
+        if let Err(why) = &healthy {
+            tracing::warn!(reason = %why, "health check failing at start: not eligible");
+            // A core that has heard from nobody yet has nothing to do about it (no
+            // leader to drop); its state is published below.
+            let _ = core.handle(Duration::ZERO, Event::SetHealth { healthy: false });
+        }
 
         let tracker = TaskTracker::new();
         let stop = CancellationToken::new();
@@ -198,7 +229,19 @@ impl<N: Network> NodeBuilder<N> {
             dispatch_rx,
             failed_tx,
             self.hook_timeout,
+            cfg.advertise_addr.clone(),
         ));
+        // Without a health check the sender is dropped and the loop never hears from it.
+        let (health_tx, health_rx) = mpsc::channel(4);
+        if let Some((check, interval)) = self.health {
+            tracker.spawn(health_loop(
+                check,
+                interval,
+                self.hook_timeout,
+                health_tx,
+                stop.clone(),
+            ));
+        }
         let api = Arc::new(Api {
             state_json: state_rx,
             leaving: leaving.clone(),
@@ -238,9 +281,12 @@ impl<N: Network> NodeBuilder<N> {
             leaves: Vec::new(),
             warned: HashSet::new(),
             metrics: metrics.clone(),
+            healthy: healthy.is_ok(),
+            hold_state: false,
         };
         tracker.spawn(protocol.run(
             Channels {
+                health: health_rx,
                 inbound: inbound_rx,
                 results: results_rx,
                 failed: failed_rx,
@@ -348,11 +394,43 @@ enum Outcome {
 }
 
 struct Channels {
+    /// Health check results (never yields without a health check).
+    health: mpsc::Receiver<Result<(), String>>,
     inbound: mpsc::Receiver<Inbound>,
     results: mpsc::UnboundedReceiver<Outcome>,
     failed: mpsc::UnboundedReceiver<LeaderChange>,
     /// Peers whose pooled connection was closed by the other side.
     lost: mpsc::UnboundedReceiver<String>,
+}
+
+/// Run the health check once, a panic or a timeout counting as a failure.
+async fn health_result(check: &Arc<dyn DynHealthCheck>, limit: Duration) -> Result<(), String> {
+    hooks::guarded(check.clone().check(), limit)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// Run the health check every `interval` (the first run was in `start`) and send each
+/// result to the loop, until `stop`.
+async fn health_loop(
+    check: Arc<dyn DynHealthCheck>,
+    interval: Duration,
+    limit: Duration,
+    tx: mpsc::Sender<Result<(), String>>,
+    stop: CancellationToken,
+) {
+    loop {
+        let result = tokio::select! {
+            _ = stop.cancelled() => return,
+            r = async {
+                tokio::time::sleep(interval).await;
+                health_result(&check, limit).await
+            } => r,
+        };
+        if tx.send(result).await.is_err() {
+            return;
+        }
+    }
 }
 
 struct Timing {
@@ -381,6 +459,12 @@ struct Protocol<N: Network> {
     /// Peers already warned about for a bad answer (log once, not every round).
     warned: HashSet<String>,
     metrics: Arc<Metrics>,
+    /// Last health check result fed to the core.
+    healthy: bool,
+    /// While set, changes of the state document are not published (peers keep seeing
+    /// the previous one): during a graceful leave, until the handlers have released
+    /// leadership.
+    hold_state: bool,
 }
 
 impl<N: Network> Protocol<N> {
@@ -407,6 +491,19 @@ impl<N: Network> Protocol<N> {
                         "could not take up leadership; stepping down");
                     Event::StepDown { cooldown: timing.cooldown }
                 }
+                Some(result) = ch.health.recv() => {
+                    let healthy = result.is_ok();
+                    if healthy == self.healthy {
+                        continue;
+                    }
+                    self.healthy = healthy;
+                    match result {
+                        Ok(()) => tracing::info!("health check passing again: eligible"),
+                        Err(why) => tracing::warn!(reason = %why,
+                            "health check failing: not eligible (stepping down if leading)"),
+                    }
+                    Event::SetHealth { healthy }
+                }
                 Some(msg) = ch.inbound.recv() => match msg {
                     Inbound::Announced(addr) => Event::Announced { addr },
                     Inbound::LeaveReceived(addr) => Event::LeaveReceived { addr },
@@ -423,13 +520,17 @@ impl<N: Network> Protocol<N> {
             self.step(event);
         }
 
-        // Graceful leave: release leadership through the handlers first, then tell the
-        // members, then stop serving.
+        // Graceful leave: release leadership through the handlers first, while peers
+        // still see the state we last published (leader, eligible) and elect no one
+        // else; then publish that we are leaving and tell the members; then stop serving.
+        self.hold_state = true;
         self.step(Event::Leave);
         let (flushed_tx, flushed_rx) = oneshot::channel();
         if self.dispatch_tx.send(Dispatch::Flush(flushed_tx)).is_ok() {
             let _ = tokio::time::timeout(timing.hook_timeout, flushed_rx).await;
         }
+        self.hold_state = false;
+        self.publish_state();
         let mut sends = JoinSet::new();
         for addr in std::mem::take(&mut self.leaves) {
             let client = self.client.clone();
@@ -494,11 +595,8 @@ impl<N: Network> Protocol<N> {
                 Action::MemberRemoved { addr, reason } => {
                     tracing::info!(peer = %addr, reason = %reason, "member removed")
                 }
-                Action::StateChanged => {
-                    let state = self.core.state();
-                    self.leaving.store(state.leaving, Ordering::Relaxed);
-                    self.state_tx.send_replace(encode_state(&state));
-                }
+                Action::StateChanged if self.hold_state => {}
+                Action::StateChanged => self.publish_state(),
             }
         }
         Metrics::set(&self.metrics.members, self.core.member_count() as u64);
@@ -517,6 +615,12 @@ impl<N: Network> Protocol<N> {
             *v = view;
             changed
         });
+    }
+
+    fn publish_state(&self) {
+        let state = self.core.state();
+        self.leaving.store(state.leaving, Ordering::Relaxed);
+        self.state_tx.send_replace(encode_state(&state));
     }
 
     fn spawn_fetch(&self, addr: String) {

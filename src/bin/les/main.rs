@@ -9,8 +9,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use les::config::{LogFormat, RunArgs};
-use les::node::Node;
+use les::config::{LogFormat, Resolved, RunArgs};
 
 /// Leader Election by Seniority: a gossip membership service whose nodes agree on one
 /// leader, the node that has been running longest.
@@ -65,26 +64,37 @@ fn run_node(args: RunArgs) -> ExitCode {
         }
     };
     init_logging(resolved.log_format, "info");
-    report(serve(resolved.config))
+    report(serve(resolved))
 }
 
 /// Run one node until SIGINT or SIGTERM, then leave gracefully.
-fn serve(config: les::config::Config) -> anyhow::Result<()> {
+fn serve(resolved: Resolved) -> anyhow::Result<()> {
+    // If les dies without leaving, release what on_leader took (see les::commands).
+    let guard = resolved
+        .crash_guard()
+        .context("cannot start the crash guard for on_follower")?;
     // One thread is plenty for a node and keeps its idle cost low.
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
     rt.block_on(async {
-        let bind = config.bind;
-        let node = Node::start(config)
+        let bind = resolved.config.bind;
+        let node = resolved
+            .node_builder()
+            .start()
             .await
             .with_context(|| format!("cannot start the node on {bind}"))?;
         let signal = shutdown_signal().await?;
         tracing::info!(signal, "shutting down: leaving the cluster");
         node.leave().await;
-        Ok(())
-    })
+        anyhow::Ok(())
+    })?;
+    // Left gracefully: on_follower has run already.
+    if let Some(g) = guard {
+        g.disarm();
+    }
+    Ok(())
 }
 
 /// Wait for SIGINT or SIGTERM; returns the signal's name.
