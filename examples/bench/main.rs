@@ -62,7 +62,16 @@ struct Args {
     /// Cluster sizes for the core-level scale simulation (empty skips it).
     #[arg(long, value_delimiter = ',', default_value = "10,100,300,1000")]
     sim_nodes: Vec<usize>,
-    /// Only run the scale simulation.
+    /// Cluster sizes for the simulated long run with message loss (empty skips it).
+    #[arg(long, value_delimiter = ',', default_value = "10,100")]
+    loss_nodes: Vec<usize>,
+    /// Message loss rate for that run.
+    #[arg(long, default_value_t = 0.05)]
+    loss: f64,
+    /// Simulated seconds for that run.
+    #[arg(long, default_value_t = 600)]
+    loss_seconds: u64,
+    /// Only run the simulations.
     #[arg(long)]
     sim_only: bool,
 }
@@ -314,6 +323,15 @@ fn main() -> anyhow::Result<()> {
             scale_runs.push(scale::run(n, kind, 42));
         }
     }
+    let mut loss_runs = Vec::new();
+    for &n in &args.loss_nodes {
+        eprintln!(
+            "simulating {n} nodes for {} s with {}% message loss",
+            args.loss_seconds,
+            args.loss * 100.0
+        );
+        loss_runs.push(scale::lossy(n, args.loss, args.loss_seconds, 7));
+    }
     let bin = if args.sim_only {
         PathBuf::new()
     } else {
@@ -352,6 +370,7 @@ fn main() -> anyhow::Result<()> {
         costs: all_costs,
         load,
         scale: scale_runs,
+        loss: loss_runs,
     };
     println!("{}", report::tables(&results));
     if !args.no_write {

@@ -86,6 +86,10 @@ struct Net {
     crash: CrashKind,
     /// Per node: the leader it follows (index).
     leader: Vec<Option<usize>>,
+    /// Probability that a request or its answer is lost (the request then times out).
+    loss: f64,
+    /// Leader changes seen, all nodes together.
+    changes: u64,
 }
 
 impl Net {
@@ -108,7 +112,17 @@ impl Net {
                     self.messages += 1;
                     let j = self.index[&addr];
                     let hop = self.hop();
-                    if self.alive[j] {
+                    if self.loss > 0.0 && self.rng.random_bool(self.loss) {
+                        let failure = Failure::Timeout;
+                        self.push(
+                            self.now + REQUEST_TIMEOUT_MS,
+                            Ev::Failed {
+                                to: i,
+                                addr,
+                                failure,
+                            },
+                        );
+                    } else if self.alive[j] {
                         self.push(self.now + hop, Ev::Request { from: i, to: j });
                     } else {
                         let (delay, failure) = match self.crash {
@@ -127,7 +141,9 @@ impl Net {
                 }
                 Action::Probe { target, via } => {
                     self.messages += 1;
-                    let reachable = self.alive[self.index[&target]] && self.alive[self.index[&via]];
+                    let lost = self.loss > 0.0 && self.rng.random_bool(self.loss);
+                    let reachable =
+                        !lost && self.alive[self.index[&target]] && self.alive[self.index[&via]];
                     let hop = self.hop();
                     self.push(
                         self.now + 2 * hop,
@@ -145,6 +161,7 @@ impl Net {
                     self.push(self.now + hop, Ev::Leave { to: j, from });
                 }
                 Action::LeaderChanged(c) => {
+                    self.changes += 1;
                     self.leader[i] = c.current.as_ref().map(|l| self.index[l]);
                 }
                 _ => {}
@@ -247,10 +264,9 @@ impl Net {
     }
 }
 
-/// One run: `n` nodes start within one interval, seeded with the first three; then the
-/// leader crashes; then a follower crashes.
-pub fn run(n: usize, crash: CrashKind, seed: u64) -> ScaleResult {
-    let wall = Instant::now();
+/// `n` cores seeded with the first three, ticking at random phases within one interval;
+/// node 0 is the most senior.
+fn cluster(n: usize, crash: CrashKind, loss: f64, seed: u64) -> (Net, Vec<String>) {
     let addrs: Vec<String> = (0..n).map(|i| format!("n{i}:4000")).collect();
     let seeds: Vec<String> = addrs.iter().take(3).cloned().collect();
     let cfg = CoreConfig::default();
@@ -284,11 +300,45 @@ pub fn run(n: usize, crash: CrashKind, seed: u64) -> ScaleResult {
         rng: SmallRng::seed_from_u64(seed),
         messages: 0,
         crash,
+        loss,
+        changes: 0,
     };
     for i in 0..n {
         let phase = net.rng.random_range(0..INTERVAL_MS);
         net.push(phase, Ev::Tick(i));
     }
+    (net, addrs)
+}
+
+/// A long steady run with message loss: leader changes after the first agreement.
+#[derive(Debug, Clone, Serialize)]
+pub struct LossRun {
+    pub nodes: usize,
+    pub loss: f64,
+    pub simulated_seconds: u64,
+    pub messages: u64,
+    pub spurious_changes: u64,
+}
+
+pub fn lossy(n: usize, loss: f64, seconds: u64, seed: u64) -> LossRun {
+    let (mut net, _) = cluster(n, CrashKind::Refused, loss, seed);
+    net.run_until(600 * INTERVAL_MS, |net| net.all_follow(0));
+    let (c0, m0) = (net.changes, net.messages);
+    net.run_until(seconds * 1000, |_| false);
+    LossRun {
+        nodes: n,
+        loss,
+        simulated_seconds: seconds,
+        messages: net.messages - m0,
+        spurious_changes: net.changes - c0,
+    }
+}
+
+/// One run: `n` nodes start within one interval, seeded with the first three; then the
+/// leader crashes; then a follower crashes.
+pub fn run(n: usize, crash: CrashKind, seed: u64) -> ScaleResult {
+    let wall = Instant::now();
+    let (mut net, addrs) = cluster(n, crash, 0.0, seed);
     let limit = 600 * INTERVAL_MS;
     let rounds = |ms: Option<u64>| {
         ms.map(|t| t as f64 / INTERVAL_MS as f64)
