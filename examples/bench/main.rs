@@ -59,10 +59,10 @@ struct Args {
     /// Print only; write no files.
     #[arg(long)]
     no_write: bool,
-    /// Cluster sizes for the core-level scale simulation (empty skips it).
+    /// Cluster sizes for the core-level scale simulation (0 skips it).
     #[arg(long, value_delimiter = ',', default_value = "10,100,300,1000")]
     sim_nodes: Vec<usize>,
-    /// Cluster sizes for the simulated long run with message loss (empty skips it).
+    /// Cluster sizes for the simulated long run with message loss (0 skips it).
     #[arg(long, value_delimiter = ',', default_value = "10,100")]
     loss_nodes: Vec<usize>,
     /// Message loss rate for that run.
@@ -317,14 +317,14 @@ fn les_binary(args: &Args) -> anyhow::Result<PathBuf> {
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let mut scale_runs = Vec::new();
-    for &n in &args.sim_nodes {
+    for &n in args.sim_nodes.iter().filter(|n| **n > 0) {
         for kind in [scale::CrashKind::Refused, scale::CrashKind::Silent] {
             eprintln!("simulating {n} nodes, crash: {kind:?}");
             scale_runs.push(scale::run(n, kind, 42));
         }
     }
     let mut loss_runs = Vec::new();
-    for &n in &args.loss_nodes {
+    for &n in args.loss_nodes.iter().filter(|n| **n > 0) {
         eprintln!(
             "simulating {n} nodes for {} s with {}% message loss",
             args.loss_seconds,
