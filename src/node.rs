@@ -61,6 +61,10 @@ pub struct LeaderView {
     pub is_self: bool,
 }
 
+/// Sees every action the core returns, before the runtime carries it out. Crate-internal:
+/// the simulator uses it as ground truth for membership changes.
+pub(crate) type ActionObserver = Arc<dyn Fn(&Action) + Send + Sync>;
+
 /// Entry point for starting nodes.
 pub struct Node;
 
@@ -80,6 +84,7 @@ impl Node {
             rng_seed: None,
             step_down_cooldown: Duration::from_secs(30),
             hook_timeout: Duration::from_secs(10),
+            observer: None,
         }
     }
 }
@@ -93,6 +98,7 @@ pub struct NodeBuilder<N: Network> {
     rng_seed: Option<u64>,
     step_down_cooldown: Duration,
     hook_timeout: Duration,
+    observer: Option<ActionObserver>,
 }
 
 impl<N: Network> NodeBuilder<N> {
@@ -106,6 +112,7 @@ impl<N: Network> NodeBuilder<N> {
             rng_seed: self.rng_seed,
             step_down_cooldown: self.step_down_cooldown,
             hook_timeout: self.hook_timeout,
+            observer: self.observer,
         }
     }
 
@@ -137,6 +144,13 @@ impl<N: Network> NodeBuilder<N> {
     /// Longest a single handler call may run before it counts as failed. Default 10 s.
     pub fn hook_timeout(mut self, timeout: Duration) -> Self {
         self.hook_timeout = timeout;
+        self
+    }
+
+    /// Call `observer` with every action of the core (the simulator's ground truth).
+    #[cfg(feature = "sim")]
+    pub(crate) fn observe(mut self, observer: ActionObserver) -> Self {
+        self.observer = Some(observer);
         self
     }
 
@@ -233,6 +247,7 @@ impl<N: Network> NodeBuilder<N> {
             leaves: Vec::new(),
             warned: HashSet::new(),
             metrics: metrics.clone(),
+            observer: self.observer,
         };
         tracker.spawn(protocol.run(
             Channels {
@@ -373,6 +388,7 @@ struct Protocol<N: Network> {
     /// Peers already warned about for a bad answer (log once, not every round).
     warned: HashSet<String>,
     metrics: Arc<Metrics>,
+    observer: Option<ActionObserver>,
 }
 
 impl<N: Network> Protocol<N> {
@@ -466,6 +482,9 @@ impl<N: Network> Protocol<N> {
     fn step(&mut self, event: Event) {
         let actions = self.core.handle(self.origin.elapsed(), event);
         for action in actions {
+            if let Some(observe) = &self.observer {
+                observe(&action);
+            }
             match action {
                 Action::FetchState { addr } => self.spawn_fetch(addr),
                 Action::Probe { target, via } => self.spawn_probe(target, via),
