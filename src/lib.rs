@@ -16,6 +16,8 @@
 //! - [`hooks`]: the [`hooks::LeaderChanged`] trait and its calling contract.
 //! - [`net`]: the network and wall-clock seams (real, or simulated in tests).
 //! - [`metrics`]: counters, also served on `GET /metrics`.
+//! - `sim` (feature `sim`): a deterministic simulation of whole clusters of real nodes
+//!   over turmoil, with faults, observers and snapshots, for your tests and ours.
 //!
 //! # Embedding
 //! ```no_run
@@ -50,4 +52,6 @@ pub mod hooks;
 pub mod metrics;
 pub mod net;
 pub mod node;
+#[cfg(feature = "sim")]
+pub mod sim;
 pub mod wire;
