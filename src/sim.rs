@@ -55,15 +55,17 @@
 //!
 //! | situation | what the node's request sees | how les reacts |
 //! |---|---|---|
-//! | peer crashed, stopped or not started | connection refused, after one link latency | removes it at once |
+//! | peer crashed, stopped or not started | connection refused, at once | removes it at once |
 //! | link cut by a partition | no answer: the request times out | suspects it, probes it through others, removes it after `suspicion_timeout` |
 //! | message lost | the same, for that one exchange | the same; a probe or the next round usually clears it |
 //!
-//!   A one-way cut `a -> b` is a stateful firewall rule: `a` cannot open connections to
-//!   `b`, but `b` can open connections to `a` and gets its answers. Loss is drawn per
-//!   message (a connection request, a request or an answer); a lost message stalls its
-//!   exchange until the sender's deadline, which is how a TCP connection behaves during
-//!   an outage longer than its deadline.
+//!   turmoil alone would do the opposite — refuse across a cut link, hang on a crashed
+//!   host — see [`TurmoilNetwork`]. A machine that vanishes, power and all, is a crash
+//!   plus a partition. A one-way cut `a -> b` is a stateful firewall rule: `a` cannot
+//!   open connections to `b`, but `b` can open connections to `a` and gets its answers.
+//!   Loss is drawn per message (a connection request, a request or an answer); a lost
+//!   message stalls its exchange until the sender's deadline, which is how a TCP
+//!   connection behaves during an outage longer than its deadline.
 //!
 //! # Observers
 //! - [`Cluster::views`] and [`Cluster::diag`]: each node's `/diag/` document (read

@@ -1,26 +1,5 @@
-//! The simulated network and clock a node runs on inside the simulation.
-//!
-//! turmoil carries the bytes: every host has its own TCP stack, links have latency and
-//! jitter, and a crashed host's port is closed. On top of that, [`TurmoilNetwork`] adds
-//! the fault model of [`crate::sim`]: cut links and lost messages are *blackholes*, as
-//! on a real network where packets are dropped, not refused. turmoil itself reports a
-//! cut link or a lost connection request as an instant "connection refused", which les
-//! rightly treats as proof that the peer is down; that would hide the failure detector
-//! (timeouts, suspicion, indirect probes) behind the wrong signal.
-//!
-//! turmoil also stops delivering anything to a crashed host, so a connection to it hangs,
-//! as to a machine that lost power. A crashed les *process* on a running machine (`kill
-//! -9`) gets refused connections instead: the network refuses connections to a host whose
-//! node is not running. (To simulate a machine that vanished, cut its links too.)
-//!
-//! | situation | what the caller sees |
-//! |---|---|
-//! | peer crashed, stopped or never started (port closed) | connection refused |
-//! | link cut ([`crate::sim::Cluster::partition`]) | the connection or request hangs: timeout |
-//! | message lost ([`crate::sim::Cluster::set_loss`]) | that request or answer never arrives: timeout |
-//!
-//! The streams also record ground truth for the observers: the first time a node reads an
-//! answer from a peer it contacted ("it has heard from that peer").
+//! The simulated network and clock a node runs on inside the simulation: see
+//! [`TurmoilNetwork`] for the fault model, and [`SimClock`].
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
@@ -146,8 +125,24 @@ pub(crate) fn sim_now() -> Duration {
     turmoil::sim_elapsed().unwrap_or_default()
 }
 
-/// A [`Network`] over turmoil's simulated TCP, with the fault model described in the
-/// module docs. One per node incarnation: it knows which host it runs on.
+/// A [`Network`] over turmoil's simulated TCP, with the fault model of [`crate::sim`].
+/// One per node incarnation: it knows which host it runs on.
+///
+/// turmoil carries the bytes: every host has its own TCP stack, and links have latency
+/// and jitter. The faults are modelled here, because turmoil's own do the opposite of
+/// what les meets in production: it refuses connections across a cut link or when a
+/// connection request is lost (which les rightly takes as proof that the peer is down,
+/// bypassing its failure detector), and it stops delivering to a crashed host, so
+/// connections to it hang as to a machine without power. Here:
+///
+/// | situation | what the caller sees |
+/// |---|---|
+/// | peer crashed, stopped or never started (its port is closed) | connection refused |
+/// | link cut ([`crate::sim::Cluster::partition`]) | the connection or request hangs: timeout |
+/// | message lost ([`crate::sim::Cluster::set_loss`]) | that request or answer never arrives: timeout |
+///
+/// The streams also record ground truth for the observers: the first time a node reads
+/// an answer from a peer it contacted ([`crate::sim::TraceEvent::FirstHeard`]).
 ///
 /// [`crate::sim::Cluster`] creates these for its nodes. To run les nodes in a turmoil
 /// simulation of your own, create one per host with [`TurmoilNetwork::new`] and pass it
