@@ -102,61 +102,10 @@ impl Schedule {
         let mut down: Vec<String> = Vec::new();
         let mut steps = Vec::new();
         for _ in 0..rng.random_range(1..=MAX_FAULTS) {
-            let fault = loop {
-                let candidate = match rng.random_range(0..9) {
-                    0 | 1 if !up.is_empty() => {
-                        let node = pick(&mut rng, &up);
-                        if rng.random_bool(0.7) {
-                            Fault::Crash(node)
-                        } else {
-                            Fault::Stop(node)
-                        }
-                    }
-                    2 if !down.is_empty() => Fault::Start(pick(&mut rng, &down)),
-                    3 => {
-                        let mut shuffled = names.clone();
-                        shuffled.shuffle(&mut rng);
-                        let k = rng.random_range(2..=3.min(n));
-                        let mut groups: Vec<Vec<String>> = vec![Vec::new(); k];
-                        for (i, name) in shuffled.into_iter().enumerate() {
-                            // Every group gets at least one node, the rest at random.
-                            let g = if i < k { i } else { rng.random_range(0..k) };
-                            groups[g].push(name);
-                        }
-                        for g in &mut groups {
-                            g.sort();
-                        }
-                        Fault::Partition(groups)
-                    }
-                    4 => {
-                        let a = pick(&mut rng, &names);
-                        let b = pick(&mut rng, &names);
-                        if a == b {
-                            continue;
-                        }
-                        Fault::OneWay(a, b)
-                    }
-                    5 => Fault::Heal,
-                    6 => Fault::Loss(
-                        *[0.01, 0.05, 0.1, 0.2, 0.3]
-                            .choose(&mut rng)
-                            .unwrap_or(&0.05),
-                    ),
-                    7 => {
-                        let a = pick(&mut rng, &names);
-                        let b = pick(&mut rng, &names);
-                        if a == b {
-                            continue;
-                        }
-                        let min = rng.random_range(1..100);
-                        let max = min + rng.random_range(0..100);
-                        Fault::Latency(a, b, min, max)
-                    }
-                    8 if !up.is_empty() => Fault::Restart(pick(&mut rng, &up)),
-                    _ => continue,
-                };
-                break candidate;
-            };
+            // A draw may not fit the cluster's state (nothing to start): draw again.
+            let fault = (0..100)
+                .find_map(|_| draw_fault(&mut rng, &names, &up, &down))
+                .unwrap_or(Fault::Heal);
             match &fault {
                 Fault::Crash(node) | Fault::Stop(node) => {
                     up.retain(|n| n != node);
@@ -178,6 +127,65 @@ impl Schedule {
             steps,
         }
     }
+}
+
+/// One random fault, or `None` if the draw does not fit the cluster's state.
+fn draw_fault(
+    rng: &mut SmallRng,
+    names: &[String],
+    up: &[String],
+    down: &[String],
+) -> Option<Fault> {
+    let n = names.len();
+    let fault = match rng.random_range(0..9) {
+        0 | 1 if !up.is_empty() => {
+            let node = pick(rng, up);
+            if rng.random_bool(0.7) {
+                Fault::Crash(node)
+            } else {
+                Fault::Stop(node)
+            }
+        }
+        2 if !down.is_empty() => Fault::Start(pick(rng, down)),
+        3 => {
+            let mut shuffled = names.to_vec();
+            shuffled.shuffle(rng);
+            let k = rng.random_range(2..=3.min(n));
+            let mut groups: Vec<Vec<String>> = vec![Vec::new(); k];
+            for (i, name) in shuffled.into_iter().enumerate() {
+                // Every group gets at least one node, the rest at random.
+                let g = if i < k { i } else { rng.random_range(0..k) };
+                groups[g].push(name);
+            }
+            for g in &mut groups {
+                g.sort();
+            }
+            Fault::Partition(groups)
+        }
+        4 => {
+            let a = pick(rng, names);
+            let b = pick(rng, names);
+            if a == b {
+                return None;
+            }
+            Fault::OneWay(a, b)
+        }
+        5 => Fault::Heal,
+        6 => Fault::Loss(*[0.01, 0.05, 0.1, 0.2, 0.3].choose(rng).unwrap_or(&0.05)),
+        7 => {
+            let a = pick(rng, names);
+            let b = pick(rng, names);
+            if a == b {
+                return None;
+            }
+            let min = rng.random_range(1..100);
+            let max = min + rng.random_range(0..100);
+            Fault::Latency(a, b, min, max)
+        }
+        8 if !up.is_empty() => Fault::Restart(pick(rng, up)),
+        _ => return None,
+    };
+    Some(fault)
 }
 
 fn pick(rng: &mut SmallRng, from: &[String]) -> String {
