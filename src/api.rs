@@ -35,6 +35,12 @@ use crate::metrics::Metrics;
 use crate::net::Network;
 use crate::wire::{check_addr, Diag};
 
+/// Longest a connection may take to send a request's headers, counted from the end of
+/// the previous answer: it bounds slow or idle clients. Peers' pooled connections are
+/// retired sooner by the clients themselves ([`crate::client::IDLE_CONNECTION_TIMEOUT`]),
+/// so the server never closes one under them (which would look like a crash).
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Notices from the HTTP server to the protocol loop.
 pub(crate) enum Inbound {
     /// A peer called `/state/{addr}`.
@@ -180,7 +186,7 @@ pub(crate) async fn serve<N: Network>(
             let mut builder = hyper::server::conn::http1::Builder::new();
             builder
                 .timer(TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(5))
+                .header_read_timeout(HEADER_READ_TIMEOUT)
                 .max_buf_size(64 * 1024);
             let conn = builder.serve_connection(TokioIo::new(stream), service);
             tokio::pin!(conn);

@@ -27,6 +27,10 @@ use crate::metrics::Metrics;
 use crate::net::Network;
 use crate::wire::{PeerState, StateParseError};
 
+/// How long a pooled connection may sit idle before the client closes it; shorter
+/// than [`crate::api::HEADER_READ_TIMEOUT`].
+pub const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Largest answer body accepted from a peer (a 10,000-member list is about 300 KB).
 pub const MAX_BODY: usize = 1 << 20;
 
@@ -101,7 +105,10 @@ impl<N: Network> PeerClient<N> {
         let http = Client::builder(TokioExecutor::new())
             .timer(TokioTimer::new())
             .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(Duration::from_secs(30))
+            // Retire idle connections well before the server's header-read timeout
+            // (which also bounds idle keep-alive gaps) closes them: a close by the peer
+            // is reported as a possible crash, a close of our own is not.
+            .pool_idle_timeout(IDLE_CONNECTION_TIMEOUT)
             .pool_max_idle_per_host(2)
             .build(Connector { net, lost });
         PeerClient {

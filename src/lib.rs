@@ -19,6 +19,8 @@
 //!   keepalived way), and a crash guard that releases what a killed node held.
 //! - [`net`]: the network and wall-clock seams (real, or simulated in tests).
 //! - [`metrics`]: counters, also served on `GET /metrics`.
+//! - `sim` (feature `sim`): a deterministic simulation of whole clusters of real nodes
+//!   over turmoil, with faults, observers and snapshots, for your tests and ours.
 //!
 //! # Embedding
 //! ```no_run
@@ -54,4 +56,6 @@ pub mod hooks;
 pub mod metrics;
 pub mod net;
 pub mod node;
+#[cfg(feature = "sim")]
+pub mod sim;
 pub mod wire;

@@ -66,6 +66,10 @@ pub struct LeaderView {
     pub is_self: bool,
 }
 
+/// Sees every action the core returns, before the runtime carries it out. Crate-internal:
+/// the simulator uses it as ground truth for membership changes.
+pub(crate) type ActionObserver = Arc<dyn Fn(&Action) + Send + Sync>;
+
 /// Entry point for starting nodes.
 pub struct Node;
 
@@ -86,6 +90,7 @@ impl Node {
             step_down_cooldown: defaults::STEP_DOWN_COOLDOWN,
             hook_timeout: defaults::HOOK_TIMEOUT,
             health: None,
+            observer: None,
         }
     }
 }
@@ -100,6 +105,7 @@ pub struct NodeBuilder<N: Network> {
     step_down_cooldown: Duration,
     hook_timeout: Duration,
     health: Option<(Arc<dyn DynHealthCheck>, Duration)>,
+    observer: Option<ActionObserver>,
 }
 
 impl<N: Network> NodeBuilder<N> {
@@ -114,6 +120,7 @@ impl<N: Network> NodeBuilder<N> {
             step_down_cooldown: self.step_down_cooldown,
             hook_timeout: self.hook_timeout,
             health: self.health,
+            observer: self.observer,
         }
     }
 
@@ -155,6 +162,13 @@ impl<N: Network> NodeBuilder<N> {
     /// fails the node is not eligible (a leader steps down). See [`crate::hooks`].
     pub fn health_check(mut self, check: impl HealthCheck, interval: Duration) -> Self {
         self.health = Some((hooks::erase_check(check), interval));
+        self
+    }
+
+    /// Call `observer` with every action of the core (the simulator's ground truth).
+    #[cfg(feature = "sim")]
+    pub(crate) fn observe(mut self, observer: ActionObserver) -> Self {
+        self.observer = Some(observer);
         self
     }
 
@@ -283,6 +297,7 @@ impl<N: Network> NodeBuilder<N> {
             metrics: metrics.clone(),
             healthy: healthy.is_ok(),
             hold_state: false,
+            observer: self.observer,
         };
         tracker.spawn(protocol.run(
             Channels {
@@ -465,6 +480,7 @@ struct Protocol<N: Network> {
     /// the previous one): during a graceful leave, until the handlers have released
     /// leadership.
     hold_state: bool,
+    observer: Option<ActionObserver>,
 }
 
 impl<N: Network> Protocol<N> {
@@ -576,6 +592,9 @@ impl<N: Network> Protocol<N> {
     fn step(&mut self, event: Event) {
         let actions = self.core.handle(self.origin.elapsed(), event);
         for action in actions {
+            if let Some(observe) = &self.observer {
+                observe(&action);
+            }
             match action {
                 Action::FetchState { addr } => self.spawn_fetch(addr),
                 Action::Probe { target, via } => self.spawn_probe(target, via),
