@@ -165,6 +165,7 @@ impl ClusterBuilder {
     /// If two nodes share a name or a name is not a valid host name.
     #[track_caller]
     pub fn build(self) -> Cluster {
+        let _lock = one_at_a_time();
         let seed = std::env::var(SEED_ENV)
             .ok()
             .and_then(|s| s.trim().parse().ok())
@@ -225,6 +226,7 @@ impl ClusterBuilder {
                 .collect(),
         );
         Cluster {
+            _lock,
             sim,
             shared,
             nodes,
@@ -342,6 +344,8 @@ pub(crate) fn relative_ms(epoch_secs: f64) -> i64 {
 /// Controls panic when given a name that is not a node of the cluster, or an impossible
 /// transition (starting a running node): those are mistakes in the test.
 pub struct Cluster {
+    /// Held for the cluster's lifetime: see [`one_at_a_time`].
+    _lock: SimGuard,
     sim: turmoil::Sim<'static>,
     shared: Arc<Shared>,
     nodes: Vec<Slot>,
@@ -930,4 +934,36 @@ impl Drop for Cluster {
 fn poll_once<T>(fut: Pin<&mut (impl Future<Output = T> + ?Sized)>) -> Poll<T> {
     let mut cx = Context::from_waker(Waker::noop());
     fut.poll(&mut cx)
+}
+
+thread_local! {
+    static HOLDS_SIM: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Held while a [`Cluster`] lives.
+struct SimGuard(#[allow(dead_code)] std::sync::MutexGuard<'static, ()>);
+
+impl Drop for SimGuard {
+    fn drop(&mut self) {
+        HOLDS_SIM.with(|h| h.set(false));
+    }
+}
+
+/// Simulations in one process run one at a time.
+///
+/// Two simulations running at once on different threads (as `cargo test` runs tests)
+/// were seen to perturb each other: the same seed then no longer gave the same run,
+/// although each is deterministic on its own. The shared state lies somewhere below
+/// les in the runtime stack; until it is found, clusters are serialised, which keeps
+/// every seed reproducible whatever else the test binary runs. A thread that builds a
+/// second cluster while holding one would wait forever, so it panics instead.
+fn one_at_a_time() -> SimGuard {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    assert!(
+        !HOLDS_SIM.with(|h| h.get()),
+        "les::sim: this thread already has a live Cluster; drop it before building another"
+    );
+    let guard = LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    HOLDS_SIM.with(|h| h.set(true));
+    SimGuard(guard)
 }
