@@ -60,7 +60,7 @@ struct Args {
     #[arg(long)]
     no_write: bool,
     /// Cluster sizes for the core-level scale simulation (0 skips it).
-    #[arg(long, value_delimiter = ',', default_value = "10,100,300,1000")]
+    #[arg(long, value_delimiter = ',', default_value = "10,100,300")]
     sim_nodes: Vec<usize>,
     /// Cluster sizes for the simulated long run with message loss (0 skips it).
     #[arg(long, value_delimiter = ',', default_value = "10,100")]
@@ -363,7 +363,10 @@ fn main() -> anyhow::Result<()> {
         None
     };
     let results = report::Results {
-        command: std::env::args().collect::<Vec<_>>().join(" "),
+        command: std::iter::once("cargo run --release --example bench --".to_string())
+            .chain(std::env::args().skip(1))
+            .collect::<Vec<_>>()
+            .join(" "),
         node_args: args.node_args.clone(),
         trials: args.trials,
         timings: all_timings,

@@ -117,7 +117,7 @@ pub fn write_markdown(path: &Path, svg: &Path, r: &Results) -> anyhow::Result<()
     let rel_svg = svg.to_string_lossy();
     let section = format!(
         "{BEGIN}\n\nMeasured on {machine}, `{}`.\n\n{}\n![failover and convergence against cluster size]({rel_svg})\n\n{END}",
-        r.command.rsplit('/').next().unwrap_or(&r.command),
+        r.command,
         tables(r)
     );
     let old = std::fs::read_to_string(path).unwrap_or_default();
