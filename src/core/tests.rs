@@ -108,6 +108,28 @@ fn settle(core: &mut Core, now: Duration, peers: &[(&str, PeerState)]) {
     panic!("fetches did not settle");
 }
 
+/// Answer every fetch in `first`, and every fetch those answers cause, for a cluster of
+/// nodes named `n{i}:1` with start time `i`, all following `n0:1`.
+fn answer_numbered(core: &mut Core, now: Duration, members: &[&str], first: &[Action]) {
+    let mut pending: Vec<String> = fetches(first).into_iter().map(String::from).collect();
+    while let Some(addr) = pending.pop() {
+        let out = recv(
+            core,
+            now,
+            &addr,
+            state(members, Some("n0:1"), index_of(&addr), 1),
+        );
+        pending.extend(fetches(&out).into_iter().map(String::from));
+    }
+}
+
+/// The `i` of `n{i}:1`.
+fn index_of(addr: &str) -> f64 {
+    addr[1..addr.len() - 2]
+        .parse()
+        .expect("a numbered test address")
+}
+
 /// `me` (start time 10) with members B (20) and C (30) whose states name `leader`.
 fn cluster_of_three(me: &str, leader: Option<&str>) -> Core {
     let mut core = node(me, 10.0, &[me, B, C]);
@@ -606,20 +628,8 @@ fn rounds_contact_a_bounded_fanout_but_always_the_leader() {
     let all: Vec<String> = (0..20).map(|i| format!("n{i}:1")).collect();
     let members: Vec<&str> = all.iter().map(String::as_str).collect();
     let mut core = Core::new(cfg, "n19:1", 19.0, &all, 1);
-    let mut pending: Vec<String> = fetches(&tick(&mut core, ms(0)))
-        .into_iter()
-        .map(String::from)
-        .collect();
-    while let Some(addr) = pending.pop() {
-        let idx: f64 = addr[1..addr.len() - 2].parse().unwrap();
-        let out = recv(
-            &mut core,
-            ms(1),
-            &addr,
-            state(&members, Some("n0:1"), idx, 1),
-        );
-        pending.extend(fetches(&out).into_iter().map(String::from));
-    }
+    let first = tick(&mut core, ms(0));
+    answer_numbered(&mut core, ms(1), &members, &first);
     assert_eq!(core.leader(), Some("n0:1"));
     let mut seen = HashSet::new();
     for round in 1..=14u64 {
@@ -632,12 +642,12 @@ fn rounds_contact_a_bounded_fanout_but_always_the_leader() {
         );
         for a in &f {
             seen.insert(a.to_string());
-            let idx: usize = a[1..a.len() - 2].parse().unwrap();
+            let idx = index_of(a);
             recv(
                 &mut core,
                 ms(round * 500 + 1),
                 a,
-                state(&members, Some("n0:1"), idx as f64, 1),
+                state(&members, Some("n0:1"), idx, 1),
             );
         }
     }
@@ -700,27 +710,15 @@ fn nodes_with_the_same_member_list_contact_different_members() {
                 ..CoreConfig::default()
             };
             let mut core = Core::new(cfg, "n39:1", 39.0, &all, seed);
-            let mut pending: Vec<String> = fetches(&tick(&mut core, ms(0)))
-                .into_iter()
-                .map(String::from)
-                .collect();
-            while let Some(addr) = pending.pop() {
-                let idx: f64 = addr[1..addr.len() - 2].parse().unwrap();
-                let out = recv(
-                    &mut core,
-                    ms(1),
-                    &addr,
-                    state(&members, Some("n0:1"), idx, 1),
-                );
-                pending.extend(fetches(&out).into_iter().map(String::from));
-            }
+            let first = tick(&mut core, ms(0));
+            answer_numbered(&mut core, ms(1), &members, &first);
             // A few cycles in, where each node's rotation stands depends on its seed.
             let mut last = Vec::new();
             for round in 1..=12u64 {
                 let out = tick(&mut core, ms(round * 1000));
                 last = fetches(&out).into_iter().map(String::from).collect();
                 for a in &last {
-                    let idx: f64 = a[1..a.len() - 2].parse().unwrap();
+                    let idx = index_of(a);
                     recv(
                         &mut core,
                         ms(round * 1000 + 1),
