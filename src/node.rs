@@ -576,7 +576,12 @@ impl<N: Network> Protocol<N> {
             }
             Outcome::Failed { addr, error } => {
                 let failure = error.failure();
-                if failure == Failure::BadResponse {
+                // A leaving node answers 503 on purpose: expected, not worth a warning.
+                let leaving = matches!(
+                    error,
+                    ContactError::Status(hyper::StatusCode::SERVICE_UNAVAILABLE)
+                );
+                if failure == Failure::BadResponse && !leaving {
                     if self.warned.len() < 1024 && self.warned.insert(addr.clone()) {
                         tracing::warn!(peer = %addr, error = %error, "peer sent an unusable answer");
                     }
