@@ -430,14 +430,7 @@ impl Core {
                 }
             }
             Event::LeaveReceived { addr } => {
-                let start_time = self
-                    .members
-                    .get(&addr)
-                    .and_then(|m| m.state.as_ref())
-                    .map(|s| s.start_time);
-                if self.members.contains_key(&addr) {
-                    self.remove(now, &addr, start_time, RemoveReason::Left, &mut out);
-                }
+                self.remove(now, &addr, None, RemoveReason::Left, &mut out);
             }
             Event::Leave => self.on_leave(&mut out),
             Event::SetHealth { healthy } => self.healthy = healthy,
@@ -454,9 +447,7 @@ impl Core {
             let targets: Vec<String> = match &self.leader {
                 Some(l) if *l != self.me => vec![l.clone()],
                 Some(_) => Vec::new(),
-                None if self.nominee().as_deref() == Some(self.me.as_str()) => {
-                    self.members.keys().cloned().collect()
-                }
+                None if self.awaiting_votes() => self.members.keys().cloned().collect(),
                 None => Vec::new(),
             };
             for addr in targets {
@@ -500,8 +491,7 @@ impl Core {
             .map(|(a, _)| a.clone())
             .collect();
         for addr in expired {
-            let st = self.start_time_of(&addr);
-            self.remove(now, &addr, st, RemoveReason::Timeout, out);
+            self.remove(now, &addr, None, RemoveReason::Timeout, out);
         }
 
         for seed in self.seeds.clone() {
@@ -519,8 +509,7 @@ impl Core {
     /// node waits for confirmation of its own leadership.
     fn round_targets(&mut self) -> Vec<String> {
         let n = self.members.len();
-        let pending_self =
-            self.leader.is_none() && self.nominee().as_deref() == Some(self.me.as_str());
+        let pending_self = self.awaiting_votes();
         if self.cfg.fanout == 0 || n <= self.cfg.fanout || pending_self {
             return self.members.keys().cloned().collect();
         }
@@ -635,12 +624,10 @@ impl Core {
         };
         match failure {
             Failure::Refused => {
-                let st = self.start_time_of(&addr);
-                self.remove(now, &addr, st, RemoveReason::Unreachable, out);
+                self.remove(now, &addr, None, RemoveReason::Unreachable, out);
             }
             Failure::BadResponse => {
-                let st = self.start_time_of(&addr);
-                self.remove(now, &addr, st, RemoveReason::BadResponse, out);
+                self.remove(now, &addr, None, RemoveReason::BadResponse, out);
             }
             Failure::Timeout => match member.suspect_since {
                 None => {
@@ -662,8 +649,7 @@ impl Core {
                     }
                 }
                 Some(since) if now.saturating_sub(since) >= self.cfg.suspicion_timeout => {
-                    let st = self.start_time_of(&addr);
-                    self.remove(now, &addr, st, RemoveReason::Timeout, out);
+                    self.remove(now, &addr, None, RemoveReason::Timeout, out);
                 }
                 Some(_) => {}
             },
@@ -678,8 +664,7 @@ impl Core {
             // Unknown caller: fetch its state, which adds it if it answers (rule 3).
             None => self.fetch(addr, out),
             Some(m) => {
-                let waiting_for_votes =
-                    self.leader.is_none() && self.nominee().as_deref() == Some(self.me.as_str());
+                let waiting_for_votes = self.awaiting_votes();
                 let stale_vote = m
                     .state
                     .as_ref()
@@ -716,10 +701,6 @@ impl Core {
         )
     }
 
-    fn start_time_of(&self, addr: &str) -> Option<f64> {
-        self.members.get(addr)?.state.as_ref().map(|s| s.start_time)
-    }
-
     fn fetch(&mut self, addr: String, out: &mut Vec<Action>) {
         if addr == self.me {
             return;
@@ -740,15 +721,18 @@ impl Core {
         }
     }
 
+    /// Remove `addr` if it is a member, tombstoned with `seen` (a start time just
+    /// received from it) or else the start time of its last stored state.
     fn remove(
         &mut self,
         now: Duration,
         addr: &str,
-        start_time: Option<f64>,
+        seen: Option<f64>,
         reason: RemoveReason,
         out: &mut Vec<Action>,
     ) {
-        if self.members.shift_remove(addr).is_some() {
+        if let Some(member) = self.members.shift_remove(addr) {
+            let start_time = seen.or_else(|| member.state.map(|s| s.start_time));
             self.tombstones.insert(
                 addr.to_string(),
                 Tombstone {
@@ -761,6 +745,11 @@ impl Core {
                 reason,
             });
         }
+    }
+
+    /// This node nominates itself and has no leader yet: it is collecting votes.
+    fn awaiting_votes(&self) -> bool {
+        self.leader.is_none() && self.nominee().as_deref() == Some(self.me.as_str())
     }
 
     /// The most senior eligible node among this one and the members whose state we hold.
