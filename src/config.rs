@@ -46,6 +46,8 @@ pub mod defaults {
     pub const STEP_DOWN_COOLDOWN: Duration = Duration::from_secs(30);
     /// Period of the health check command.
     pub const HEALTH_INTERVAL: Duration = Duration::from_secs(2);
+    /// Quorum mode: how long a confirmation by a quorum lets the leader act.
+    pub const LEASE: Duration = Duration::from_secs(3);
 }
 
 /// Log output format.
@@ -83,6 +85,11 @@ pub struct Config {
     pub fanout: usize,
     /// Whether this node may lead; `false` makes a witness that only votes.
     pub eligible: bool,
+    /// Quorum mode: nodes (this one included, witnesses count) that must confirm a
+    /// leader before it acts; `0` or `1` = off.
+    pub quorum: usize,
+    /// Quorum mode: how long a confirmation lets the leader act (see README).
+    pub lease: Duration,
 }
 
 impl Config {
@@ -104,6 +111,8 @@ impl Config {
             rejoin_holdoff: defaults::REJOIN_HOLDOFF,
             fanout: defaults::FANOUT,
             eligible: true,
+            quorum: 0,
+            lease: defaults::LEASE,
         }
     }
 
@@ -161,6 +170,8 @@ impl Config {
             pause_threshold: self.interval + self.suspicion_timeout,
             eligible: self.eligible,
             name: self.name.clone(),
+            quorum: self.quorum,
+            lease: self.lease,
             ..CoreConfig::default()
         }
     }

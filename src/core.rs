@@ -79,6 +79,13 @@ pub struct CoreConfig {
     pub eligible: bool,
     /// Optional node name, gossiped for humans.
     pub name: Option<String>,
+    /// Quorum mode: with `quorum > 1` a node acts as leader only while at least this
+    /// many nodes (itself included) have confirmed it within `lease`, and a node that
+    /// cannot reach that many follows nobody. `0` or `1`: off (the Python behaviour).
+    pub quorum: usize,
+    /// Quorum mode: how long one confirmation lets a leader keep acting, on its own
+    /// monotonic clock, counted from when it sent the request that was confirmed.
+    pub lease: Duration,
 }
 
 impl Default for CoreConfig {
@@ -91,6 +98,8 @@ impl Default for CoreConfig {
             pause_threshold: Duration::from_secs(2),
             eligible: true,
             name: None,
+            quorum: 0,
+            lease: Duration::from_secs(3),
         }
     }
 }
@@ -136,6 +145,14 @@ pub enum Event {
     /// Leadership could not be taken up (the leader hook failed): not eligible for
     /// `cooldown`, so the next most senior node takes over.
     StepDown { cooldown: Duration },
+    /// The time returned by [`Core::next_deadline`] has come (a lease or a promise may
+    /// have run out). Carries no other information.
+    Wake,
+    /// This node's published state, naming `to` as leader, was served to `to` itself
+    /// (`GET /state/{to}`) at monotonic time `at`: `to` may count it as a confirmation,
+    /// so this node must not confirm anyone else until that promise has run out. The
+    /// runtime feeds the latest such time before every other event.
+    VoteServed { to: String, at: Duration },
 }
 
 /// Why a member was removed.
@@ -339,6 +356,20 @@ impl Core {
         self.members.len()
     }
 
+    /// The earliest monotonic time at which the core needs an event even if nothing
+    /// else happens (a lease or a promise runs out); the runtime feeds [`Event::Wake`]
+    /// then. `None`: nothing pending.
+    pub fn next_deadline(&self) -> Option<Duration> {
+        None
+    }
+
+    /// While this node acts as leader in quorum mode: the monotonic time its lease runs
+    /// out (it stops acting then unless renewed). `None` otherwise, and always `None`
+    /// outside quorum mode (a leader there acts until it learns otherwise).
+    pub fn lease_expiry(&self) -> Option<Duration> {
+        None
+    }
+
     /// Whether `addr` is a member.
     pub fn is_member(&self, addr: &str) -> bool {
         self.members.contains_key(addr)
@@ -391,6 +422,7 @@ impl Core {
             state,
             member_states,
             member_info,
+            lease: None,
         }
     }
 
@@ -435,6 +467,7 @@ impl Core {
             Event::Leave => self.on_leave(&mut out),
             Event::SetHealth { healthy } => self.healthy = healthy,
             Event::StepDown { cooldown } => self.cooldown_until = Some(now + cooldown),
+            Event::Wake | Event::VoteServed { .. } => {}
         }
         if !self.leaving {
             self.elect(&mut out);

@@ -206,6 +206,28 @@ pub struct Diag {
     /// les extension: contact freshness per member (absent from Python nodes).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub member_info: BTreeMap<String, MemberInfo>,
+    /// les extension, quorum mode only: the leader lease as this node sees it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<LeaseInfo>,
+}
+
+/// The quorum and lease part of `/diag/` (les extension, quorum mode only).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseInfo {
+    /// Nodes (this one included) that must confirm a leader.
+    pub quorum: usize,
+    /// Lease length in milliseconds.
+    pub lease_ms: u64,
+    /// Whether this node acts as leader now.
+    pub acting: bool,
+    /// Members whose confirmation of this node is still within the lease (leader only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub confirmed_by: Vec<String>,
+    /// Time left on this node's lease, while it acts as leader.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_in_ms: Option<u64>,
+    /// Members this node can reach now (not suspect), itself included.
+    pub reachable: usize,
 }
 
 #[cfg(test)]
