@@ -49,6 +49,7 @@
 
 mod detector;
 mod election;
+mod lease;
 mod membership;
 mod types;
 
@@ -60,6 +61,8 @@ use rand::rngs::SmallRng;
 use rand::SeedableRng;
 
 use crate::wire::{Diag, MemberInfo, PeerState};
+use lease::QuorumState;
+pub use lease::CLOCK_RATE_BOUND;
 use membership::{Member, Tombstone};
 pub use types::{Action, CoreConfig, Event, Failure, LeaderChange, RemoveReason};
 
@@ -98,6 +101,17 @@ pub struct Core {
     cursor: usize,
     cycle_left: usize,
     rng: SmallRng,
+    /// Time of the event being handled (so helpers need not pass it around).
+    now: Duration,
+    /// The last tick's (monotonic, wall) times: a wall-clock estimate between ticks.
+    wall_ref: Option<(Duration, f64)>,
+    /// When each outstanding `FetchState` was emitted: a confirmation dates from it.
+    fetch_sent: HashMap<String, Duration>,
+    /// Quorum mode: lease, promise and claim bookkeeping (see `lease`).
+    quorum: QuorumState,
+    /// Default mode: this node has lost contact with most of the cluster and already
+    /// took a new start time for it.
+    isolated: bool,
 }
 
 impl Core {
@@ -113,6 +127,14 @@ impl Core {
         let me = me.into();
         let others: Vec<String> = seeds.iter().filter(|s| **s != me).cloned().collect();
         let alone_by_design = others.is_empty();
+        let mut quorum = QuorumState::default();
+        if cfg.quorum >= 2 {
+            // A node that has just started may have promised a leader in its previous
+            // life: it names nobody until any such promise has run out.
+            quorum.promise_until = cfg
+                .lease
+                .mul_f64((1.0 + CLOCK_RATE_BOUND) / (1.0 - CLOCK_RATE_BOUND));
+        }
         Core {
             cfg,
             me,
@@ -136,6 +158,11 @@ impl Core {
             cycle_left: 0,
             rng: SmallRng::seed_from_u64(rng_seed),
             seeds: others,
+            now: Duration::ZERO,
+            wall_ref: None,
+            fetch_sent: HashMap::new(),
+            quorum,
+            isolated: false,
         }
     }
 
@@ -173,14 +200,18 @@ impl Core {
     /// else happens (a lease or a promise runs out); the runtime feeds [`Event::Wake`]
     /// then. `None`: nothing pending.
     pub fn next_deadline(&self) -> Option<Duration> {
-        None
+        self.quorum_deadline()
     }
 
     /// While this node acts as leader in quorum mode: the monotonic time its lease runs
     /// out (it stops acting then unless renewed). `None` otherwise, and always `None`
     /// outside quorum mode (a leader there acts until it learns otherwise).
     pub fn lease_expiry(&self) -> Option<Duration> {
-        None
+        if self.quorum_mode() && self.acting() {
+            self.lease_end()
+        } else {
+            None
+        }
     }
 
     /// Whether `addr` is a member.
@@ -235,18 +266,22 @@ impl Core {
             state,
             member_states,
             member_info,
-            lease: None,
+            lease: self.lease_info(now),
         }
     }
 
     /// Feed one event at monotonic time `now`; returns what the runtime must do, in order.
     pub fn handle(&mut self, now: Duration, event: Event) -> Vec<Action> {
         let mut out = Vec::new();
+        self.now = now;
+        self.quorum.released_now = false;
+        self.quorum.wake_now = false;
         if self.cooldown_until.is_some_and(|until| now >= until) {
             self.cooldown_until = None;
         }
         let before = self.fingerprint();
         let leader_before = self.leader.clone();
+        self.check_lease(&mut out);
         match event {
             Event::Tick { wall } => self.on_tick(now, wall, &mut out),
             Event::StateReceived { from, state } => {
@@ -275,12 +310,28 @@ impl Core {
                 }
             }
             Event::LeaveReceived { addr } => {
-                self.remove(now, &addr, None, RemoveReason::Left, &mut out);
+                // Anyone can send a notice: check with `addr` itself, which answers
+                // "leaving" (and is then removed) only if it really is.
+                if !self.leaving && self.members.contains_key(&addr) {
+                    self.fetch(addr, &mut out);
+                }
             }
             Event::Leave => self.on_leave(&mut out),
-            Event::SetHealth { healthy } => self.healthy = healthy,
-            Event::StepDown { cooldown } => self.cooldown_until = Some(now + cooldown),
-            Event::Wake | Event::VoteServed { .. } => {}
+            Event::SetHealth { healthy } => {
+                if self.healthy && !healthy && !self.leaving {
+                    self.forfeit_seniority("became unhealthy", &mut out);
+                }
+                self.healthy = healthy;
+            }
+            Event::StepDown { cooldown } => {
+                self.cooldown_until = Some(now + cooldown);
+                self.forfeit_seniority("stepped down", &mut out);
+            }
+            Event::Wake => {}
+            Event::VoteServed { to, at } => self.on_vote_served(to, at),
+        }
+        if !self.quorum_mode() && !self.leaving {
+            self.check_majority(&mut out);
         }
         if !self.leaving {
             self.elect(&mut out);

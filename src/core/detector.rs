@@ -24,6 +24,10 @@ impl Core {
             Failure::Refused => {
                 self.remove(now, &addr, None, RemoveReason::Unreachable, out);
             }
+            Failure::Leaving => {
+                self.release_promise(&addr);
+                self.remove(now, &addr, None, RemoveReason::Left, out);
+            }
             Failure::BadResponse => {
                 self.remove(now, &addr, None, RemoveReason::BadResponse, out);
             }
@@ -56,7 +60,7 @@ impl Core {
 
     /// A gap between two ticks longer than `pause_threshold` means this node was frozen
     /// (SIGSTOP, a paused VM) long enough for its peers to have removed it.
-    pub(super) fn check_pause(&mut self, now: Duration, wall: f64) {
+    pub(super) fn check_pause(&mut self, now: Duration, wall: f64, out: &mut Vec<Action>) {
         if let Some(last) = self.last_tick {
             if now.saturating_sub(last) > self.cfg.pause_threshold && wall > self.start_time {
                 // Our peers have given up on us while we were frozen; coming back with our
@@ -66,7 +70,28 @@ impl Core {
                     "this node was paused; rejoining as the most junior member"
                 );
                 self.start_time = wall;
+                out.push(Action::StartTimeChanged { start_time: wall });
             }
+        }
+    }
+
+    /// Default mode: a node that lost contact (timeouts) with most of the nodes it was
+    /// connected to is on the small side of a partition. It takes a new start time once,
+    /// so that when the partition heals it joins the larger side as junior instead of
+    /// taking leadership back (at most one leader change per node for a heal).
+    pub(super) fn check_majority(&mut self, out: &mut Vec<Action>) {
+        let now = self.now;
+        let lost = self
+            .tombstones
+            .values()
+            .filter(|t| t.timed_out && t.until > now)
+            .count();
+        let connected = 1 + self.members.len();
+        if 2 * connected > connected + lost {
+            self.isolated = false;
+        } else if lost > 0 && !self.isolated {
+            self.isolated = true;
+            self.forfeit_seniority("lost contact with most of the cluster", out);
         }
     }
 

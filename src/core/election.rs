@@ -1,6 +1,7 @@
 //! The election (rules 5, 6 and 8 of the module docs): the nominee is the most senior
 //! eligible node whose state this node holds; a follower adopts it at once, the nominee
-//! itself leads only once every member confirms it; every change carries a term.
+//! itself leads only once every member confirms it; every change carries a term. In
+//! quorum mode the decision is [`Core::elect_quorum`]'s instead (see `lease`).
 
 use super::{Action, Core, LeaderChange};
 
@@ -41,6 +42,9 @@ impl Core {
                 return;
             }
         }
+        if self.quorum_mode() {
+            return self.elect_quorum(out);
+        }
         let new_leader = match self.nominee() {
             None => None,
             Some(n) if n == self.me => {
@@ -65,11 +69,21 @@ impl Core {
             return;
         }
         if new_leader.is_some() {
-            self.term = self.term.max(self.last_change_term + 1);
             self.voted = true;
         }
-        self.last_change_term = self.term;
         let previous = std::mem::replace(&mut self.leader, new_leader);
+        if self.quorum_mode() {
+            // The term comes from the claim or the vote (see `lease`); a released
+            // leader must not be replaced before the next event.
+            if previous.is_some() {
+                self.quorum.released_now = true;
+                self.quorum.wake_now = true;
+            }
+            self.term = self.published_term();
+        } else if self.leader.is_some() {
+            self.term = self.term.max(self.last_change_term + 1);
+        }
+        self.last_change_term = self.term;
         out.push(Action::LeaderChanged(LeaderChange {
             me: self.me.clone(),
             previous,

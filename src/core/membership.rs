@@ -21,6 +21,9 @@ pub(super) struct Member {
     pub(super) suspect_since: Option<Duration>,
     /// When it became a member.
     pub(super) added_at: Duration,
+    /// Quorum mode: when this node sent the fetch whose answer last confirmed it as
+    /// leader with its current term (cleared by an answer that does not).
+    pub(super) confirmed_at: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -28,6 +31,9 @@ pub(super) struct Tombstone {
     /// Start time the member had when removed (`None`: any start time).
     pub(super) start_time: Option<f64>,
     pub(super) until: Duration,
+    /// Removed because it stopped answering (not refused, not left): a partition looks
+    /// like this.
+    pub(super) timed_out: bool,
 }
 
 /// Upper bound on fetches to not-yet-members outstanding at once, so a long member list
@@ -39,8 +45,9 @@ impl Core {
         if self.leaving {
             return;
         }
-        self.check_pause(now, wall);
+        self.check_pause(now, wall, out);
         self.last_tick = Some(now);
+        self.wall_ref = Some((now, wall));
         self.tombstones.retain(|_, t| t.until > now);
 
         self.expire_suspects(now, out);
@@ -60,7 +67,8 @@ impl Core {
     /// node waits for confirmation of its own leadership.
     fn round_targets(&mut self) -> Vec<String> {
         let n = self.members.len();
-        let pending_self = self.awaiting_votes();
+        // In quorum mode a leader renews its lease from every member each round.
+        let pending_self = self.awaiting_votes() || (self.quorum_mode() && self.acting());
         if self.cfg.fanout == 0 || n <= self.cfg.fanout || pending_self {
             return self.members.keys().cloned().collect();
         }
@@ -108,6 +116,9 @@ impl Core {
             .tombstones
             .get(&from)
             .is_some_and(|t| t.start_time.is_none_or(|st| st == state.start_time));
+        if state.leaving {
+            self.release_promise(&from);
+        }
         if state.leaving || stale {
             if self.members.contains_key(&from) {
                 let reason = if state.leaving {
@@ -121,7 +132,9 @@ impl Core {
         }
         self.tombstones.remove(&from);
         self.had_peers = true;
-        self.term = self.term.max(state.term);
+        if !self.quorum_mode() {
+            self.term = self.term.max(state.term);
+        }
         // Hints: a peer whose list lacks a member we have known long enough for it to
         // have learned may have seen that member fail. Check it directly now rather than
         // when our rotation reaches it: failures spread epidemically, while removal still
@@ -152,6 +165,7 @@ impl Core {
                     last_contact: None,
                     suspect_since: None,
                     added_at: now,
+                    confirmed_at: None,
                 },
             );
             out.push(Action::MemberAdded { addr: from.clone() });
@@ -160,6 +174,10 @@ impl Core {
             m.state = Some(state);
             m.last_contact = Some(now);
             m.suspect_since = None;
+        }
+        if self.quorum_mode() {
+            let sent = self.fetch_sent.get(&from).copied();
+            self.quorum_on_state(&from, sent);
         }
         for addr in learned {
             if self.in_flight.len() >= MAX_JOIN_FETCHES + self.members.len() {
@@ -215,6 +233,7 @@ impl Core {
             self.refetch.insert(addr);
         } else {
             self.in_flight.insert(addr.clone());
+            self.fetch_sent.insert(addr.clone(), self.now);
             out.push(Action::FetchState { addr });
         }
     }
@@ -222,6 +241,7 @@ impl Core {
     /// A fetch to `addr` completed: issue the one asked for meanwhile, if any.
     pub(super) fn fetch_done(&mut self, addr: &str, out: &mut Vec<Action>) {
         self.in_flight.remove(addr);
+        self.fetch_sent.remove(addr);
         if self.refetch.remove(addr) && !self.leaving {
             self.fetch(addr.to_string(), out);
         }
@@ -244,6 +264,7 @@ impl Core {
                 Tombstone {
                     start_time,
                     until: now + self.cfg.rejoin_holdoff,
+                    timed_out: reason == RemoveReason::Timeout,
                 },
             );
             out.push(Action::MemberRemoved {

@@ -64,6 +64,9 @@ pub enum Failure {
     /// The peer answered, but not with a valid state (bad status, malformed or oversized
     /// JSON). It is up but not a usable member.
     BadResponse,
+    /// The peer itself answered that it is leaving (HTTP 503 from its `/state/{addr}`):
+    /// it has released leadership, so a promise to it may end now.
+    Leaving,
 }
 
 /// Something that happened, fed to [`Core::handle`](super::Core::handle).
@@ -171,6 +174,10 @@ pub enum Action {
     MemberAdded { addr: String },
     /// A member was removed (for logs and observers).
     MemberRemoved { addr: String, reason: RemoveReason },
+    /// This node took a new start time (epoch seconds): it is the most junior member
+    /// now, after a pause, a lost quorum, a step-down or a partition (for logs and
+    /// observers; the new state follows with `StateChanged`).
+    StartTimeChanged { start_time: f64 },
     /// This node's own state document changed: republish `/state`.
     StateChanged,
 }
