@@ -59,7 +59,7 @@ impl Core {
                     None
                 }
             }
-            Some(other) => Some(other),
+            Some(other) => Some(self.deferred(&other)),
         };
         self.set_leader(new_leader, out);
     }
@@ -90,5 +90,32 @@ impl Core {
             current: self.leader.clone(),
             term: self.term,
         }));
+    }
+
+    /// The leader to follow when `nominee` (another node) is the most senior one this
+    /// node knows: the nominee itself, unless the nominee follows a leader that this
+    /// node cannot reach (not a member: a link that fails one way, or a partition that
+    /// spares the nominee). Then this node follows that leader on the nominee's word,
+    /// so a one-way link does not split the cluster's view of its leader. Never a leader
+    /// this node removed (tombstoned): its members' states may be older than that.
+    pub(super) fn deferred(&self, nominee: &str) -> String {
+        let named = self
+            .members
+            .get(nominee)
+            .and_then(|m| m.state.as_ref())
+            .and_then(|s| s.leader.as_deref());
+        match named {
+            // A leader this node removed itself is not taken on anyone's word: the
+            // nominee's state may predate its fall.
+            Some(l)
+                if l != nominee
+                    && l != self.me
+                    && !self.members.contains_key(l)
+                    && !self.tombstones.contains_key(l) =>
+            {
+                l.to_string()
+            }
+            _ => nominee.to_string(),
+        }
     }
 }

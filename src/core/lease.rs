@@ -208,7 +208,7 @@ impl Core {
             Some(n) if n == self.me => self.claim_or_keep(),
             Some(other) => {
                 self.quorum.claim = None;
-                self.follow(&other).then_some(other)
+                self.follow(&other)
             }
             None => {
                 self.quorum.claim = None;
@@ -256,23 +256,25 @@ impl Core {
         }
     }
 
-    /// Whether to name `other` (the nominee, another node) as leader now: it must be a
-    /// candidate itself, with a term this node may vote for, and no promise in the way.
-    fn follow(&mut self, other: &str) -> bool {
-        let Some(state) = self.members.get(other).and_then(|m| m.state.as_ref()) else {
-            return false;
-        };
-        let candidate = state.leader.as_deref().is_none_or(|l| l == other);
-        let q = &self.quorum;
-        let same = q.voted_for.as_deref() == Some(other) && state.term == q.voted_term;
-        let term_ok = same || state.term > q.voted_term;
-        if !(candidate && term_ok && self.may_name(other)) {
-            return false;
-        }
+    /// Whom to name as leader now, `other` being the nominee (another node): `other`
+    /// if it is a candidate itself, or the leader it follows if this node cannot reach
+    /// that one (see [`Core::deferred`]); with a term this node may vote for, and no
+    /// promise in the way. `None`: nobody, for now.
+    fn follow(&mut self, other: &str) -> Option<String> {
+        let target = self.deferred(other);
+        let state = self.members.get(other).and_then(|m| m.state.as_ref())?;
+        let candidate = state.leader.as_deref().is_none_or(|l| l == target);
+        // The nominee publishes its claim, or the term of the leader it follows.
         let term = state.term;
+        let q = &self.quorum;
+        let same = q.voted_for.as_deref() == Some(target.as_str()) && term == q.voted_term;
+        let term_ok = same || term > q.voted_term;
+        if !(candidate && term_ok && self.may_name(&target)) {
+            return None;
+        }
         self.quorum.voted_term = term;
-        self.quorum.voted_for = Some(other.to_string());
-        true
+        self.quorum.voted_for = Some(target.clone());
+        Some(target)
     }
 
     /// Called before every event: an acting leader whose lease ran out stops acting

@@ -325,3 +325,27 @@ fn default_mode_a_node_cut_off_from_most_of_the_cluster_becomes_junior_once() {
     assert_eq!(a2.member_count(), 1);
     assert_eq!(a2.start_time(), before);
 }
+
+#[test]
+fn a_node_that_cannot_reach_the_leader_follows_it_on_the_word_of_a_more_senior_member() {
+    // C (30) cannot reach A (10) at all; B (20) follows A.
+    for quorum in [0, 2] {
+        let mut c = qnode(C, 30.0, &[A, B, C], quorum);
+        tick(&mut c, ms(0));
+        fail(&mut c, ms(1), A, Failure::Timeout);
+        recv(&mut c, ms(2), B, state(&[B, A, C], Some(A), 20.0, 1));
+        c.handle(promise_len(), Event::Wake);
+        assert!(!c.is_member(A));
+        assert_eq!(
+            c.leader(),
+            Some(A),
+            "quorum {quorum}: one view of the leader"
+        );
+        // Once B follows someone C can reach (itself), so does C.
+        let later = promise_len() + secs(10.0);
+        recv(&mut c, later, B, state(&[B, C], None, 20.0, 2));
+        c.handle(later + ms(1), Event::Wake);
+        c.handle(later + ms(2), Event::Wake);
+        assert_eq!(c.leader(), Some(B), "quorum {quorum}");
+    }
+}
