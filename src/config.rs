@@ -16,10 +16,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::commands::{CommandHealthCheck, CommandHooks, CrashGuard};
 use crate::core::CoreConfig;
-use crate::net::TokioNetwork;
-use crate::node::{Node, NodeBuilder};
 use crate::wire::{check_addr, AddrError};
 
 /// Defaults, in one place; `les.toml.example` and `--help` repeat them.
@@ -349,7 +346,8 @@ pub struct RunArgs {
 }
 
 /// Hook commands, health check and their timings (the `les` binary's settings around
-/// the node; library users call [`NodeBuilder`] methods instead).
+/// the node, wired by [`crate::daemon`]; library users call
+/// [`crate::node::NodeBuilder`] methods instead).
 #[derive(Debug, Clone, PartialEq)]
 pub struct HookConfig {
     /// Run when this node becomes leader.
@@ -383,21 +381,6 @@ impl Default for HookConfig {
 }
 
 impl HookConfig {
-    /// The configured commands as a handler (empty if none is set).
-    pub fn command_hooks(&self) -> CommandHooks {
-        let mut hooks = CommandHooks::new(self.hook_timeout);
-        if let Some(c) = &self.on_leader {
-            hooks = hooks.on_leader(c);
-        }
-        if let Some(c) = &self.on_follower {
-            hooks = hooks.on_follower(c);
-        }
-        if let Some(c) = &self.on_change {
-            hooks = hooks.on_change(c);
-        }
-        hooks
-    }
-
     fn validate(&self) -> Result<(), ConfigError> {
         for (key, command) in [
             ("on_leader", &self.on_leader),
@@ -429,45 +412,12 @@ impl HookConfig {
 }
 
 /// Everything `les` needs to run a node: the node config and process-level settings.
+/// [`crate::daemon::node_builder`] turns it into a node.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Resolved {
     pub config: Config,
     pub hooks: HookConfig,
     pub log_format: LogFormat,
-}
-
-impl Resolved {
-    /// A node builder with everything configured: timings, the hook commands (if any)
-    /// and the health check (if any). Add handlers of your own before `start`.
-    pub fn node_builder(&self) -> NodeBuilder<TokioNetwork> {
-        let h = &self.hooks;
-        // The commands of one change share `hook_timeout` and kill themselves at its end;
-        // the node's own limit on the call is a backstop that must not cut them short.
-        let mut builder = Node::builder(self.config.clone())
-            .step_down_cooldown(h.step_down_cooldown)
-            .hook_timeout(h.hook_timeout + Duration::from_secs(1));
-        let commands = h.command_hooks();
-        if !commands.is_empty() {
-            builder = builder.on_leader_change(commands);
-        }
-        if let Some(check) = &h.health_check {
-            builder = builder.health_check(
-                CommandHealthCheck::new(check, &self.config.advertise_addr, h.hook_timeout),
-                h.health_interval,
-            );
-        }
-        builder
-    }
-
-    /// The crash guard for the `on_follower` command, if one is set: it runs the
-    /// command if this process dies without a graceful leave (see
-    /// [`CommandHooks::crash_guard`]). Disarm it after [`crate::node::NodeHandle::leave`].
-    pub fn crash_guard(&self) -> std::io::Result<Option<CrashGuard>> {
-        self.hooks
-            .command_hooks()
-            .crash_guard(&self.config.advertise_addr)
-            .transpose()
-    }
 }
 
 impl RunArgs {
@@ -663,7 +613,6 @@ mod tests {
         assert_eq!(h.health_interval, Duration::from_secs(7));
         let d = args().resolve_with(FileConfig::default()).unwrap().hooks;
         assert_eq!(d, HookConfig::default());
-        assert!(d.command_hooks().is_empty());
 
         let mut a = args();
         a.on_change = Some("  ".into());
