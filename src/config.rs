@@ -10,42 +10,18 @@
 //!
 //! Every key is documented with its default in `les.toml.example`, which a test parses.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use clap::ValueEnum as _;
 use serde::{Deserialize, Serialize};
 
 use crate::core::CoreConfig;
 use crate::wire::{check_addr, AddrError};
 
-/// Defaults, in one place; `les.toml.example` and `--help` repeat them.
-pub mod defaults {
-    use std::time::Duration;
-    /// Port the HTTP API listens on (the Python LES default).
-    pub const BIND_PORT: u16 = 4000;
-    /// Period of a gossip round. Failover is driven by closed connections, refused
-    /// connections and "gossip on change", so it takes round trips, not rounds; the
-    /// interval bounds how fast a silent failure is noticed, and sets the idle cost.
-    pub const INTERVAL: Duration = Duration::from_secs(1);
-    /// Deadline for one request to a peer, connect included.
-    pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(1);
-    /// How long a member that timed out stays suspect before it is removed.
-    pub const SUSPICION_TIMEOUT: Duration = Duration::from_secs(2);
-    /// How long a removed member may not come back with its old start time.
-    pub const REJOIN_HOLDOFF: Duration = Duration::from_secs(5);
-    /// Members contacted per round in large clusters (leader and suspects always are).
-    pub const FANOUT: usize = 8;
-    /// Longest a leader-change handler call (all hook commands of one change together)
-    /// or a health check may run before it is cancelled and counts as failed.
-    pub const HOOK_TIMEOUT: Duration = Duration::from_secs(10);
-    /// How long a node that could not take up leadership stays ineligible.
-    pub const STEP_DOWN_COOLDOWN: Duration = Duration::from_secs(30);
-    /// Period of the health check command.
-    pub const HEALTH_INTERVAL: Duration = Duration::from_secs(2);
-    /// Quorum mode: how long a confirmation by a quorum lets the leader act.
-    pub const LEASE: Duration = Duration::from_secs(3);
-}
+/// The defaults, re-exported from [`crate::defaults`] where every layer can read them.
+pub use crate::defaults;
 
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
@@ -98,7 +74,7 @@ impl Config {
             .and_then(|(_, p)| p.parse().ok())
             .unwrap_or(defaults::BIND_PORT);
         Config {
-            bind: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port),
+            bind: SocketAddr::new(defaults::BIND_INTERFACE, port),
             advertise_addr,
             seeds,
             name: None,
@@ -107,8 +83,8 @@ impl Config {
             suspicion_timeout: defaults::SUSPICION_TIMEOUT,
             rejoin_holdoff: defaults::REJOIN_HOLDOFF,
             fanout: defaults::FANOUT,
-            eligible: true,
-            quorum: 0,
+            eligible: defaults::ELIGIBLE,
+            quorum: defaults::QUORUM,
             lease: defaults::LEASE,
         }
     }
@@ -268,16 +244,18 @@ fn parse_seed(s: &str) -> Result<String, String> {
 /// Flags (and `LES_*` environment variables) for running a node.
 ///
 /// Every field is optional so that a value from the config file can fill it; defaults
-/// are applied last by [`RunArgs::resolve`].
+/// are applied last by [`RunArgs::resolve`]. The `[default: …]` in each flag's help is
+/// generated from [`defaults`] ([`help_default`]), never typed here.
 #[derive(Debug, Clone, Default, clap::Args)]
+#[command(mut_args(document_default))]
 pub struct RunArgs {
     /// TOML config file (every key documented in les.toml.example).
     #[arg(long, env = "LES_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Interface address the HTTP API binds to [default: 0.0.0.0].
+    /// Interface address the HTTP API binds to.
     #[arg(long, env = "LES_BIND_INTERFACE", value_name = "IP")]
     pub bind_interface: Option<IpAddr>,
-    /// Port the HTTP API listens on [default: 4000].
+    /// Port the HTTP API listens on.
     #[arg(long, env = "LES_BIND_PORT", value_name = "PORT")]
     pub bind_port: Option<u16>,
     /// host:port other nodes use to reach this node; also its identity (required).
@@ -294,28 +272,28 @@ pub struct RunArgs {
         conflicts_with = "interval"
     )]
     pub loop_rate: Option<u64>,
-    /// Gossip round period, e.g. 250ms or 2s [default: 1s].
+    /// Gossip round period, e.g. 250ms or 2s.
     #[arg(long, env = "LES_INTERVAL", value_name = "DURATION", value_parser = parse_duration)]
     pub interval: Option<Duration>,
-    /// Deadline for one request to a peer [default: 1s].
+    /// Deadline for one request to a peer.
     #[arg(long, env = "LES_REQUEST_TIMEOUT", value_name = "DURATION", value_parser = parse_duration)]
     pub request_timeout: Option<Duration>,
-    /// How long a member that timed out stays suspect before removal [default: 2s].
+    /// How long a member that timed out stays suspect before removal.
     #[arg(long, env = "LES_SUSPICION_TIMEOUT", value_name = "DURATION", value_parser = parse_duration)]
     pub suspicion_timeout: Option<Duration>,
-    /// How long a removed member may not return with its old start time [default: 5s].
+    /// How long a removed member may not return with its old start time.
     #[arg(long, env = "LES_REJOIN_HOLDOFF", value_name = "DURATION", value_parser = parse_duration)]
     pub rejoin_holdoff: Option<Duration>,
-    /// Members contacted per round in large clusters; 0 = all [default: 8].
+    /// Members contacted per round in large clusters; 0 = all.
     #[arg(long, env = "LES_FANOUT", value_name = "N")]
     pub fanout: Option<usize>,
-    /// Whether this node may lead; false makes a witness that only votes [default: true].
+    /// Whether this node may lead; false makes a witness that only votes.
     #[arg(long, env = "LES_ELIGIBLE", value_name = "BOOL")]
     pub eligible: Option<bool>,
     /// Node name shown in /diag/ and `les status`.
     #[arg(long, env = "LES_NAME")]
     pub name: Option<String>,
-    /// Log format [default: text]. Verbosity comes from RUST_LOG (default: info).
+    /// Log format; verbosity comes from RUST_LOG (default: info).
     #[arg(long, env = "LES_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
     /// Shell command run when this node becomes leader; a non-zero exit makes it step
@@ -330,19 +308,63 @@ pub struct RunArgs {
     #[arg(long, env = "LES_ON_CHANGE", value_name = "COMMAND")]
     pub on_change: Option<String>,
     /// Longest the hook commands of one change, or a health check, may run before they
-    /// are killed and count as failed [default: 10s].
+    /// are killed and count as failed.
     #[arg(long, env = "LES_HOOK_TIMEOUT", value_name = "DURATION", value_parser = parse_duration)]
     pub hook_timeout: Option<Duration>,
-    /// How long a node whose on_leader failed stays ineligible [default: 30s].
+    /// How long a node whose on_leader failed stays ineligible.
     #[arg(long, env = "LES_STEP_DOWN_COOLDOWN", value_name = "DURATION", value_parser = parse_duration)]
     pub step_down_cooldown: Option<Duration>,
     /// Shell command run every --health-interval; while it exits non-zero the node is
     /// not eligible, and a leader steps down.
     #[arg(long, env = "LES_HEALTH_CHECK", value_name = "COMMAND")]
     pub health_check: Option<String>,
-    /// Period of the health check [default: 2s].
+    /// Period of the health check.
     #[arg(long, env = "LES_HEALTH_INTERVAL", value_name = "DURATION", value_parser = parse_duration)]
     pub health_interval: Option<Duration>,
+}
+
+/// The default `--help` shows for the flag with clap id `id` (the field name), from
+/// [`defaults`]; `None` for a flag without one.
+fn help_default(id: &str) -> Option<String> {
+    let d = |d: Duration| humantime::format_duration(d).to_string();
+    Some(match id {
+        "bind_interface" => defaults::BIND_INTERFACE.to_string(),
+        "bind_port" => defaults::BIND_PORT.to_string(),
+        "interval" => d(defaults::INTERVAL),
+        "request_timeout" => d(defaults::REQUEST_TIMEOUT),
+        "suspicion_timeout" => d(defaults::SUSPICION_TIMEOUT),
+        "rejoin_holdoff" => d(defaults::REJOIN_HOLDOFF),
+        "fanout" => defaults::FANOUT.to_string(),
+        "eligible" => defaults::ELIGIBLE.to_string(),
+        "log_format" => LogFormat::default()
+            .to_possible_value()?
+            .get_name()
+            .to_string(),
+        "hook_timeout" => d(defaults::HOOK_TIMEOUT),
+        "step_down_cooldown" => d(defaults::STEP_DOWN_COOLDOWN),
+        "health_interval" => d(defaults::HEALTH_INTERVAL),
+        _ => return None,
+    })
+}
+
+/// Append `[default: …]` to a flag's help. clap's own `default_value` would fill the
+/// field, so a value from the config file could no longer win over the default.
+fn document_default(arg: clap::Arg) -> clap::Arg {
+    let Some(default) = help_default(arg.get_id().as_str()) else {
+        return arg;
+    };
+    let help = arg.get_help().map(|h| format!("{h} [default: {default}]"));
+    let long = arg
+        .get_long_help()
+        .map(|h| format!("{h} [default: {default}]"));
+    let arg = match help {
+        Some(h) => arg.help(h),
+        None => arg,
+    };
+    match long {
+        Some(h) => arg.long_help(h),
+        None => arg,
+    }
 }
 
 /// Hook commands, health check and their timings (the `les` binary's settings around
@@ -454,7 +476,7 @@ impl RunArgs {
         let interface = self
             .bind_interface
             .or(file.bind_interface)
-            .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+            .unwrap_or(defaults::BIND_INTERFACE);
         let port = self
             .bind_port
             .or(file.bind_port)
@@ -484,7 +506,10 @@ impl RunArgs {
             .or(file.rejoin_holdoff)
             .unwrap_or(defaults::REJOIN_HOLDOFF);
         config.fanout = self.fanout.or(file.fanout).unwrap_or(defaults::FANOUT);
-        config.eligible = self.eligible.or(file.eligible).unwrap_or(true);
+        config.eligible = self
+            .eligible
+            .or(file.eligible)
+            .unwrap_or(defaults::ELIGIBLE);
         config.validate()?;
         let hooks = HookConfig {
             on_leader: self.on_leader.clone().or(file.on_leader),
@@ -628,6 +653,30 @@ mod tests {
         assert!(err.contains("health_interval"), "{err}");
         let err = FileConfig::parse("on_leader = 1").unwrap_err();
         assert!(err.contains("on_leader"), "{err}");
+    }
+
+    #[test]
+    fn the_help_shows_each_default_once_from_the_constants() {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            run: RunArgs,
+        }
+        let cmd = <Cli as clap::CommandFactory>::command();
+        let mut documented = 0;
+        for arg in cmd.get_arguments() {
+            let help = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
+            match help_default(arg.get_id().as_str()) {
+                Some(d) => {
+                    assert!(help.ends_with(&format!(" [default: {d}]")), "{help}");
+                    assert_eq!(help.matches("[default:").count(), 1, "{help}");
+                    documented += 1;
+                }
+                None => assert!(!help.contains("[default:"), "typed by hand: {help}"),
+            }
+        }
+        assert_eq!(documented, 12);
+        assert_eq!(help_default("interval").as_deref(), Some("1s"));
     }
 
     #[test]

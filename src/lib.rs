@@ -15,6 +15,7 @@
 //! - [`config`]: flags, environment and TOML merged into a validated [`config::Config`].
 //! - [`daemon`]: a resolved configuration wired into a node builder with its hook
 //!   commands, health check and crash guard (what the `les` binary runs).
+//! - [`defaults`]: every default setting, once, for all layers.
 //! - [`hooks`]: the [`hooks::LeaderChanged`] and [`hooks::HealthCheck`] traits and
 //!   their calling contract.
 //! - [`commands`]: shell commands as hooks and health checks, for operators (the
@@ -55,6 +56,7 @@ pub mod commands;
 pub mod config;
 pub mod core;
 pub mod daemon;
+pub mod defaults;
 pub mod hooks;
 pub mod metrics;
 pub mod net;
