@@ -8,7 +8,8 @@
 //! result. Library users skip all that and build a [`Config`] directly with
 //! [`Config::new`].
 //!
-//! Every key is documented with its default in `les.toml.example`, which a test parses.
+//! Every key is documented with its default in `les.toml.example`, which a test parses
+//! and compares with [`defaults`].
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -454,249 +455,127 @@ impl RunArgs {
 
     /// [`RunArgs::resolve`] with an already parsed file.
     pub fn resolve_with(&self, file: FileConfig) -> Result<Resolved, ConfigError> {
-        let advertise_addr =
-            self.advertise_addr
-                .clone()
-                .or(file.advertise_addr)
-                .ok_or(ConfigError::Missing {
-                    key: "advertise_addr",
-                    flag: "advertise-addr",
-                    env: "LES_ADVERTISE_ADDR",
-                })?;
-        let seeds = self
-            .seeds
-            .clone()
-            .or(file.seeds)
-            .ok_or(ConfigError::Missing {
-                key: "seeds",
-                flag: "seeds",
-                env: "LES_SEEDS",
-            })?;
-        let mut config = Config::new(advertise_addr, seeds);
-        let interface = self
-            .bind_interface
-            .or(file.bind_interface)
-            .unwrap_or(defaults::BIND_INTERFACE);
-        let port = self
-            .bind_port
-            .or(file.bind_port)
-            .unwrap_or(defaults::BIND_PORT);
-        config.bind = SocketAddr::new(interface, port);
-        config.name = self.name.clone().or(file.name);
-        // A flag or env for one spelling of the interval beats the file's other spelling.
-        let cli_interval = self.interval.or(self.loop_rate.map(Duration::from_secs));
-        let file_interval = file.interval.or(file.loop_rate.map(Duration::from_secs));
         if file.interval.is_some() && file.loop_rate.is_some() {
             return Err(ConfigError::Invalid {
                 key: "loop_rate",
                 why: "and `interval` are the same setting; give only one".into(),
             });
         }
-        config.interval = cli_interval.or(file_interval).unwrap_or(defaults::INTERVAL);
-        config.request_timeout = self
-            .request_timeout
-            .or(file.request_timeout)
-            .unwrap_or(defaults::REQUEST_TIMEOUT);
-        config.suspicion_timeout = self
-            .suspicion_timeout
-            .or(file.suspicion_timeout)
-            .unwrap_or(defaults::SUSPICION_TIMEOUT);
-        config.rejoin_holdoff = self
-            .rejoin_holdoff
-            .or(file.rejoin_holdoff)
-            .unwrap_or(defaults::REJOIN_HOLDOFF);
-        config.fanout = self.fanout.or(file.fanout).unwrap_or(defaults::FANOUT);
-        config.eligible = self
-            .eligible
-            .or(file.eligible)
-            .unwrap_or(defaults::ELIGIBLE);
+        // A flag or env for one spelling of the interval beats the file's other
+        // spelling: each layer folds `loop_rate` into `interval` before they merge.
+        let mut flags = Layer::from(self);
+        flags.interval = flags.interval.or(self.loop_rate.map(Duration::from_secs));
+        let file_loop_rate = file.loop_rate;
+        let mut file = Layer::from(file);
+        file.interval = file.interval.or(file_loop_rate.map(Duration::from_secs));
+        flags.or(file).resolve()
+    }
+}
+
+/// Declares [`Layer`], one source's settings with every field optional, and how the
+/// flags and the file fill it: the field names are shared by all three structs.
+macro_rules! layer {
+    ($($field:ident: $ty:ty),* $(,)?) => {
+        /// The settings of one source (flags and environment, or the file), merged
+        /// field by field before the defaults apply.
+        #[derive(Debug, Default)]
+        struct Layer {
+            $($field: Option<$ty>,)*
+        }
+
+        impl Layer {
+            /// Each setting from `self`, or else from `lower`.
+            fn or(self, lower: Layer) -> Layer {
+                Layer { $($field: self.$field.or(lower.$field),)* }
+            }
+        }
+
+        impl From<&RunArgs> for Layer {
+            fn from(args: &RunArgs) -> Self {
+                Layer { $($field: args.$field.clone(),)* }
+            }
+        }
+
+        impl From<FileConfig> for Layer {
+            fn from(file: FileConfig) -> Self {
+                Layer { $($field: file.$field,)* }
+            }
+        }
+    };
+}
+
+layer! {
+    bind_interface: IpAddr,
+    bind_port: u16,
+    advertise_addr: String,
+    seeds: Vec<String>,
+    name: String,
+    interval: Duration,
+    request_timeout: Duration,
+    suspicion_timeout: Duration,
+    rejoin_holdoff: Duration,
+    fanout: usize,
+    eligible: bool,
+    log_format: LogFormat,
+    on_leader: String,
+    on_follower: String,
+    on_change: String,
+    hook_timeout: Duration,
+    step_down_cooldown: Duration,
+    health_check: String,
+    health_interval: Duration,
+}
+
+impl Layer {
+    /// The one place defaults apply: fill what no source set, and validate.
+    fn resolve(self) -> Result<Resolved, ConfigError> {
+        let config = Config {
+            bind: SocketAddr::new(
+                self.bind_interface.unwrap_or(defaults::BIND_INTERFACE),
+                self.bind_port.unwrap_or(defaults::BIND_PORT),
+            ),
+            advertise_addr: self.advertise_addr.ok_or(ConfigError::Missing {
+                key: "advertise_addr",
+                flag: "advertise-addr",
+                env: "LES_ADVERTISE_ADDR",
+            })?,
+            seeds: self.seeds.ok_or(ConfigError::Missing {
+                key: "seeds",
+                flag: "seeds",
+                env: "LES_SEEDS",
+            })?,
+            name: self.name,
+            interval: self.interval.unwrap_or(defaults::INTERVAL),
+            request_timeout: self.request_timeout.unwrap_or(defaults::REQUEST_TIMEOUT),
+            suspicion_timeout: self
+                .suspicion_timeout
+                .unwrap_or(defaults::SUSPICION_TIMEOUT),
+            rejoin_holdoff: self.rejoin_holdoff.unwrap_or(defaults::REJOIN_HOLDOFF),
+            fanout: self.fanout.unwrap_or(defaults::FANOUT),
+            eligible: self.eligible.unwrap_or(defaults::ELIGIBLE),
+            quorum: defaults::QUORUM,
+            lease: defaults::LEASE,
+        };
         config.validate()?;
         let hooks = HookConfig {
-            on_leader: self.on_leader.clone().or(file.on_leader),
-            on_follower: self.on_follower.clone().or(file.on_follower),
-            on_change: self.on_change.clone().or(file.on_change),
-            hook_timeout: self
-                .hook_timeout
-                .or(file.hook_timeout)
-                .unwrap_or(defaults::HOOK_TIMEOUT),
+            on_leader: self.on_leader,
+            on_follower: self.on_follower,
+            on_change: self.on_change,
+            hook_timeout: self.hook_timeout.unwrap_or(defaults::HOOK_TIMEOUT),
             step_down_cooldown: self
                 .step_down_cooldown
-                .or(file.step_down_cooldown)
                 .unwrap_or(defaults::STEP_DOWN_COOLDOWN),
-            health_check: self.health_check.clone().or(file.health_check),
-            health_interval: self
-                .health_interval
-                .or(file.health_interval)
-                .unwrap_or(defaults::HEALTH_INTERVAL),
+            health_check: self.health_check,
+            health_interval: self.health_interval.unwrap_or(defaults::HEALTH_INTERVAL),
         };
         hooks.validate()?;
         Ok(Resolved {
             config,
             hooks,
-            log_format: self.log_format.or(file.log_format).unwrap_or_default(),
+            log_format: self.log_format.unwrap_or_default(),
         })
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn args() -> RunArgs {
-        RunArgs {
-            advertise_addr: Some("localhost:4000".into()),
-            seeds: Some(vec!["localhost:4000".into()]),
-            ..RunArgs::default()
-        }
-    }
-
-    #[test]
-    fn defaults_apply_when_nothing_is_given() {
-        let r = args().resolve_with(FileConfig::default()).unwrap();
-        assert_eq!(r.config.bind, "0.0.0.0:4000".parse().unwrap());
-        assert_eq!(r.config.interval, defaults::INTERVAL);
-        assert_eq!(r.log_format, LogFormat::Text);
-    }
-
-    #[test]
-    fn flags_beat_the_file_and_the_file_beats_defaults() {
-        let file = FileConfig::parse("bind_port = 4100\ninterval = \"2s\"\nfanout = 3\n").unwrap();
-        let mut a = args();
-        a.bind_port = Some(4200);
-        let r = a.resolve_with(file).unwrap();
-        assert_eq!(r.config.bind.port(), 4200);
-        assert_eq!(r.config.interval, Duration::from_secs(2));
-        assert_eq!(r.config.fanout, 3);
-    }
-
-    #[test]
-    fn loop_rate_is_the_python_spelling_of_interval() {
-        let mut a = args();
-        a.loop_rate = Some(5);
-        assert_eq!(
-            a.resolve_with(FileConfig::default())
-                .unwrap()
-                .config
-                .interval,
-            Duration::from_secs(5)
-        );
-        let both = FileConfig::parse("loop_rate = 1\ninterval = \"1s\"").unwrap();
-        let err = args().resolve_with(both).unwrap_err().to_string();
-        assert!(err.contains("loop_rate"), "{err}");
-    }
-
-    #[test]
-    fn an_unknown_key_is_an_error_that_names_it() {
-        let err = FileConfig::parse("bind_prot = 1").unwrap_err();
-        assert!(err.contains("bind_prot"), "{err}");
-    }
-
-    #[test]
-    fn a_bad_duration_in_the_file_names_the_key() {
-        let err = FileConfig::parse("interval = \"fast\"").unwrap_err();
-        assert!(err.contains("interval"), "{err}");
-    }
-
-    #[test]
-    fn missing_and_invalid_values_name_the_key() {
-        let err = RunArgs::default()
-            .resolve_with(FileConfig::default())
-            .unwrap_err();
-        assert!(err.to_string().contains("advertise_addr"), "{err}");
-        let mut a = args();
-        a.seeds = Some(vec!["nope".into()]);
-        let err = a
-            .resolve_with(FileConfig::default())
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("seeds") && err.contains("nope"), "{err}");
-        let mut a = args();
-        a.interval = Some(Duration::ZERO);
-        let err = a
-            .resolve_with(FileConfig::default())
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("interval"), "{err}");
-    }
-
-    #[test]
-    fn hook_settings_merge_like_the_others_and_bad_ones_name_the_key() {
-        let file = FileConfig::parse(
-            "on_leader = \"file-leader\"\non_follower = \"file-follower\"\nhook_timeout = \"3s\"\nhealth_interval = \"7s\"\n",
-        )
-        .unwrap();
-        let mut a = args();
-        a.on_leader = Some("flag-leader".into());
-        a.step_down_cooldown = Some(Duration::from_secs(90));
-        let h = a.resolve_with(file).unwrap().hooks;
-        assert_eq!(h.on_leader.as_deref(), Some("flag-leader"));
-        assert_eq!(h.on_follower.as_deref(), Some("file-follower"));
-        assert_eq!(h.on_change, None);
-        assert_eq!(h.hook_timeout, Duration::from_secs(3));
-        assert_eq!(h.step_down_cooldown, Duration::from_secs(90));
-        assert_eq!(h.health_check, None);
-        assert_eq!(h.health_interval, Duration::from_secs(7));
-        let d = args().resolve_with(FileConfig::default()).unwrap().hooks;
-        assert_eq!(d, HookConfig::default());
-
-        let mut a = args();
-        a.on_change = Some("  ".into());
-        let err = a
-            .resolve_with(FileConfig::default())
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("on_change"), "{err}");
-        let err = args()
-            .resolve_with(FileConfig::parse("health_interval = \"0s\"").unwrap())
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("health_interval"), "{err}");
-        let err = FileConfig::parse("on_leader = 1").unwrap_err();
-        assert!(err.contains("on_leader"), "{err}");
-    }
-
-    #[test]
-    fn the_help_shows_each_default_once_from_the_constants() {
-        #[derive(clap::Parser)]
-        struct Cli {
-            #[command(flatten)]
-            run: RunArgs,
-        }
-        let cmd = <Cli as clap::CommandFactory>::command();
-        let mut documented = 0;
-        for arg in cmd.get_arguments() {
-            let help = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
-            match help_default(arg.get_id().as_str()) {
-                Some(d) => {
-                    assert!(help.ends_with(&format!(" [default: {d}]")), "{help}");
-                    assert_eq!(help.matches("[default:").count(), 1, "{help}");
-                    documented += 1;
-                }
-                None => assert!(!help.contains("[default:"), "typed by hand: {help}"),
-            }
-        }
-        assert_eq!(documented, 12);
-        assert_eq!(help_default("interval").as_deref(), Some("1s"));
-    }
-
-    #[test]
-    fn the_example_file_parses_and_sets_every_key() {
-        let text = include_str!("../les.toml.example");
-        let file = FileConfig::parse(text).unwrap();
-        let json = serde_json::to_value(&file).unwrap();
-        let obj = json.as_object().unwrap();
-        // `loop_rate` is the Python alias of `interval`; the example documents it in a
-        // comment, since giving both is an error.
-        let unset: Vec<&String> = obj
-            .iter()
-            .filter(|(k, v)| v.is_null() && *k != "loop_rate")
-            .map(|(k, _)| k)
-            .collect();
-        assert!(unset.is_empty(), "les.toml.example does not set {unset:?}");
-        assert!(
-            text.contains("# loop_rate"),
-            "les.toml.example must mention loop_rate"
-        );
-        args().resolve_with(file).unwrap();
-    }
-}
+mod tests;
