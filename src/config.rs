@@ -91,6 +91,9 @@ impl Config {
     }
 
     /// Check the settings before anything starts; the error names the offending key.
+    /// In quorum mode (`quorum >= 2`) `lease` must be at least `interval +
+    /// request_timeout`. A `quorum` of 1, or one larger than the nodes the seeds name,
+    /// is allowed: the runtime logs what it means when the node starts.
     pub fn validate(&self) -> Result<(), ConfigError> {
         check_addr(&self.advertise_addr).map_err(|why| ConfigError::Address {
             key: "advertise_addr",
@@ -127,6 +130,16 @@ impl Config {
             return Err(ConfigError::Invalid {
                 key: "interval",
                 why: "must be at least 10ms".into(),
+            });
+        }
+        let renewal = self.interval + self.request_timeout;
+        if self.quorum >= 2 && self.lease < renewal {
+            return Err(ConfigError::Invalid {
+                key: "lease",
+                why: format!(
+                    "must be at least interval + request_timeout ({}) in quorum mode: the leader renews its lease in its regular rounds; a shorter lease lapses on one slow answer",
+                    humantime::format_duration(renewal)
+                ),
             });
         }
         Ok(())
@@ -200,6 +213,9 @@ pub struct FileConfig {
     pub rejoin_holdoff: Option<Duration>,
     pub fanout: Option<usize>,
     pub eligible: Option<bool>,
+    pub quorum: Option<usize>,
+    #[serde(default, with = "humantime_serde")]
+    pub lease: Option<Duration>,
     pub log_format: Option<LogFormat>,
     pub on_leader: Option<String>,
     pub on_follower: Option<String>,
@@ -291,6 +307,15 @@ pub struct RunArgs {
     /// Whether this node may lead; false makes a witness that only votes.
     #[arg(long, env = "LES_ELIGIBLE", value_name = "BOOL")]
     pub eligible: Option<bool>,
+    /// Quorum mode: act as leader only while at least N nodes (this one and witnesses
+    /// included) confirm it; a node that cannot reach N follows nobody. Use a majority
+    /// of the fleet: 2 of 3, 3 of 5. 0 = off
+    #[arg(long, env = "LES_QUORUM", value_name = "N")]
+    pub quorum: Option<usize>,
+    /// Quorum mode: how long a quorum's confirmation lets the leader act; the new leader
+    /// waits it out after a failure
+    #[arg(long, env = "LES_LEASE", value_name = "DURATION", value_parser = parse_duration)]
+    pub lease: Option<Duration>,
     /// Node name shown in /diag/ and `les status`.
     #[arg(long, env = "LES_NAME")]
     pub name: Option<String>,
@@ -337,6 +362,8 @@ fn help_default(id: &str) -> Option<String> {
         "rejoin_holdoff" => d(defaults::REJOIN_HOLDOFF),
         "fanout" => defaults::FANOUT.to_string(),
         "eligible" => defaults::ELIGIBLE.to_string(),
+        "quorum" => defaults::QUORUM.to_string(),
+        "lease" => d(defaults::LEASE),
         "log_format" => LogFormat::default()
             .to_possible_value()?
             .get_name()
@@ -516,6 +543,8 @@ layer! {
     rejoin_holdoff: Duration,
     fanout: usize,
     eligible: bool,
+    quorum: usize,
+    lease: Duration,
     log_format: LogFormat,
     on_leader: String,
     on_follower: String,
@@ -553,8 +582,8 @@ impl Layer {
             rejoin_holdoff: self.rejoin_holdoff.unwrap_or(defaults::REJOIN_HOLDOFF),
             fanout: self.fanout.unwrap_or(defaults::FANOUT),
             eligible: self.eligible.unwrap_or(defaults::ELIGIBLE),
-            quorum: defaults::QUORUM,
-            lease: defaults::LEASE,
+            quorum: self.quorum.unwrap_or(defaults::QUORUM),
+            lease: self.lease.unwrap_or(defaults::LEASE),
         };
         config.validate()?;
         let hooks = HookConfig {

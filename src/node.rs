@@ -279,6 +279,7 @@ impl<N: Network> NodeBuilder<N> {
             interval = ?cfg.interval,
             "les node started"
         );
+        log_quorum_setting(&cfg);
         let protocol = Protocol {
             me: cfg.advertise_addr.clone(),
             core,
@@ -416,6 +417,30 @@ struct Channels {
     failed: mpsc::UnboundedReceiver<LeaderChange>,
     /// Peers whose pooled connection was closed by the other side.
     lost: mpsc::UnboundedReceiver<String>,
+}
+
+/// Say at start-up what a surprising quorum setting means. Both are allowed (a fleet
+/// may be growing into its quorum), so they are log lines, not configuration errors.
+fn log_quorum_setting(cfg: &Config) {
+    if cfg.quorum == 1 {
+        tracing::warn!("quorum 1 is the same as off");
+        return;
+    }
+    let named: HashSet<&str> = cfg
+        .seeds
+        .iter()
+        .map(String::as_str)
+        .chain([cfg.advertise_addr.as_str()])
+        .collect();
+    if cfg.quorum > named.len() {
+        tracing::warn!(
+            quorum = cfg.quorum,
+            named = named.len(),
+            "quorum {} is more than the {} distinct nodes the seeds and this node name: no leader can be elected until more nodes join",
+            cfg.quorum,
+            named.len()
+        );
+    }
 }
 
 /// Run the health check once, a panic or a timeout counting as a failure.

@@ -135,7 +135,7 @@ fn the_help_shows_each_default_once_from_the_constants() {
             None => assert!(!help.contains("[default:"), "typed by hand: {help}"),
         }
     }
-    assert_eq!(documented, 12);
+    assert_eq!(documented, 14);
     assert_eq!(help_default("interval").as_deref(), Some("1s"));
 }
 
@@ -171,8 +171,41 @@ fn the_example_file_shows_the_defaults() {
     assert_eq!(f.rejoin_holdoff, Some(defaults::REJOIN_HOLDOFF));
     assert_eq!(f.fanout, Some(defaults::FANOUT));
     assert_eq!(f.eligible, Some(defaults::ELIGIBLE));
+    assert_eq!(f.quorum, Some(defaults::QUORUM));
+    assert_eq!(f.lease, Some(defaults::LEASE));
     assert_eq!(f.log_format, Some(LogFormat::default()));
     assert_eq!(f.hook_timeout, Some(defaults::HOOK_TIMEOUT));
     assert_eq!(f.step_down_cooldown, Some(defaults::STEP_DOWN_COOLDOWN));
     assert_eq!(f.health_interval, Some(defaults::HEALTH_INTERVAL));
+}
+
+#[test]
+fn quorum_and_lease_merge_like_the_others() {
+    let d = args().resolve_with(FileConfig::default()).unwrap().config;
+    assert_eq!((d.quorum, d.lease), (defaults::QUORUM, defaults::LEASE));
+    let file = FileConfig::parse("quorum = 3\nlease = \"4s\"\n").unwrap();
+    let mut a = args();
+    a.lease = Some(Duration::from_secs(5));
+    let c = a.resolve_with(file).unwrap().config;
+    assert_eq!((c.quorum, c.lease), (3, Duration::from_secs(5)));
+    let c = c.core_config();
+    assert_eq!((c.quorum, c.lease), (3, Duration::from_secs(5)));
+}
+
+#[test]
+fn a_lease_shorter_than_a_round_and_a_request_is_an_error_in_quorum_mode() {
+    let mut a = args();
+    a.quorum = Some(2);
+    a.lease = Some(Duration::from_millis(1500));
+    let err = a
+        .resolve_with(FileConfig::default())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("`lease`") && err.contains("2s"), "{err}");
+    // Without quorum mode the lease is not used, so it is not checked.
+    a.quorum = Some(0);
+    a.resolve_with(FileConfig::default()).unwrap();
+    a.quorum = Some(2);
+    a.lease = Some(Duration::from_secs(2));
+    a.resolve_with(FileConfig::default()).unwrap();
 }
