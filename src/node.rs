@@ -31,13 +31,13 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::api::{self, Api, Inbound};
+use crate::api::{self, Api, Inbound, PublishedCell};
 use crate::client::PeerClient;
 use crate::config::{defaults, Config, ConfigError};
 use crate::core::{Action, Core, Event, LeaderChange};
 use crate::hooks::{self, Dispatch, DynHealthCheck, Handlers, HealthCheck, LeaderChanged};
 use crate::metrics::{Metrics, MetricsSnapshot};
-use crate::net::{Network, SystemClock, TokioNetwork, WallClock};
+use crate::net::{Network, PauseGate, SystemClock, Timebase, TokioNetwork, WallClock};
 use crate::wire::Diag;
 
 mod protocol;
@@ -58,8 +58,8 @@ pub enum NodeError {
     Stopped,
 }
 
-/// The leader as this node currently sees it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The leader as this node currently sees it; the default is "no leader yet".
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LeaderView {
     /// The leader's address, or `None` while there is none.
     pub leader: Option<String>,
@@ -67,6 +67,9 @@ pub struct LeaderView {
     pub term: u64,
     /// Whether this node is the leader.
     pub is_self: bool,
+    /// Quorum mode, while this node acts as leader: when its lease runs out unless a
+    /// quorum renews it. `None` outside quorum mode, and while not acting.
+    pub lease_until: Option<Instant>,
 }
 
 /// Sees every action the core returns, before the runtime carries it out. Crate-internal:
@@ -94,6 +97,8 @@ impl Node {
             hook_timeout: defaults::HOOK_TIMEOUT,
             health: None,
             observer: None,
+            clock_rate: 1.0,
+            gate: PauseGate::default(),
         }
     }
 }
@@ -109,6 +114,9 @@ pub struct NodeBuilder<N: Network> {
     hook_timeout: Duration,
     health: Option<(Arc<dyn DynHealthCheck>, Duration)>,
     observer: Option<ActionObserver>,
+    /// Rate of the node's monotonic clock (the simulator's fast or slow machines).
+    clock_rate: f64,
+    gate: PauseGate,
 }
 
 impl<N: Network> NodeBuilder<N> {
@@ -124,6 +132,8 @@ impl<N: Network> NodeBuilder<N> {
             hook_timeout: self.hook_timeout,
             health: self.health,
             observer: self.observer,
+            clock_rate: self.clock_rate,
+            gate: self.gate,
         }
     }
 
@@ -172,6 +182,27 @@ impl<N: Network> NodeBuilder<N> {
     #[cfg(feature = "sim")]
     pub(crate) fn observe(mut self, observer: ActionObserver) -> Self {
         self.observer = Some(observer);
+        self
+    }
+
+    /// Run the node's monotonic clock at `rate` times real time (a machine whose clock
+    /// runs fast or slow): its timers and the times the core sees are scaled.
+    #[cfg(feature = "sim")]
+    #[allow(dead_code, reason = "for les::sim, which does not model this yet")]
+    pub(crate) fn clock_rate(mut self, rate: f64) -> Self {
+        self.clock_rate = rate;
+        self
+    }
+
+    /// Pause the node while `gate` holds `true`, as SIGSTOP would: the protocol loop
+    /// handles no event, the server answers no request (they wait; connections are
+    /// still accepted, as by a stopped process's kernel) and the hook dispatcher
+    /// starts no call. When it turns `false` everything resumes and the loop sees the
+    /// time that passed.
+    #[cfg(feature = "sim")]
+    #[allow(dead_code, reason = "for les::sim, which does not model this yet")]
+    pub(crate) fn pause_gate(mut self, gate: watch::Receiver<bool>) -> Self {
+        self.gate = PauseGate::new(gate);
         self
     }
 
@@ -261,6 +292,8 @@ impl<N: Network> NodeBuilder<N> {
             self.hook_timeout,
             self.config.advertise_addr.clone(),
         ));
+        #[cfg(feature = "sim")]
+        let dispatch_tx = self.gate.forward(dispatch_tx, tracker);
         let (health_tx, health_rx) = mpsc::channel(4);
         if let Some((check, interval)) = self.health.take() {
             let limit = self.hook_timeout;
@@ -303,15 +336,15 @@ impl<N: Network> NodeBuilder<N> {
             lost: lost_rx,
         };
 
-        let (state_tx, state_rx) = watch::channel(encode_state(&core.state()));
-        let (leader_tx, leader_rx) = watch::channel(LeaderView {
-            leader: None,
-            term: 0,
-            is_self: false,
-        });
+        let timebase = Timebase::new(self.clock_rate);
+        let state = core.state();
+        let published = PublishedCell::new(encode_state(&state), state.leader);
+        let (leader_tx, leader_rx) = watch::channel(LeaderView::default());
         let leaving = Arc::new(AtomicBool::new(false));
         let api = Arc::new(Api {
-            state_json: state_rx,
+            published: published.clone(),
+            timebase,
+            gate: self.gate.clone(),
             leaving: leaving.clone(),
             inbound: inbound_tx.clone(),
             client: client.clone(),
@@ -329,10 +362,11 @@ impl<N: Network> NodeBuilder<N> {
             me: cfg.advertise_addr.clone(),
             client,
             clock: self.clock,
-            origin: Instant::now(),
+            timebase,
+            gate: self.gate,
             results_tx,
             dispatch_tx,
-            state_tx,
+            published,
             leader_tx,
             leaving,
             tracker: tracker.clone(),
@@ -388,9 +422,13 @@ impl NodeHandle {
         self.leader_rx.borrow().leader.clone()
     }
 
-    /// Whether this node currently leads.
+    /// Whether this node currently leads and may act as leader. In quorum mode that
+    /// also needs its lease to be running, checked against the clock here, so a loop
+    /// that is stuck or paused can never extend leadership past the lease a quorum
+    /// granted.
     pub fn is_leader(&self) -> bool {
-        self.leader_rx.borrow().is_self
+        let view = self.leader_rx.borrow();
+        view.is_self && view.lease_until.is_none_or(|t| Instant::now() < t)
     }
 
     /// A receiver that always holds the latest [`LeaderView`]; `changed().await` wakes

@@ -20,12 +20,21 @@ use tokio_util::task::TaskTracker;
 
 use super::{ActionObserver, LeaderView};
 use crate::api::Inbound;
+use crate::api::PublishedCell;
 use crate::client::{ContactError, PeerClient};
 use crate::core::{Action, Core, Event, Failure, LeaderChange};
 use crate::hooks::Dispatch;
 use crate::metrics::Metrics;
-use crate::net::{Network, WallClock};
+use crate::net::{Network, PauseGate, Timebase, WallClock};
 use crate::wire::PeerState;
+
+/// Sleep until `wake`, or forever without one.
+async fn sleep_until(wake: Option<Instant>) {
+    match wake {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
 
 pub(super) fn encode_state(state: &PeerState) -> Bytes {
     // Serializing a plain struct of strings and numbers cannot fail.
@@ -65,13 +74,16 @@ pub(super) struct Links<N: Network> {
     pub me: String,
     pub client: PeerClient<N>,
     pub clock: Arc<dyn WallClock>,
-    /// The monotonic origin: the core's `now` is the time since it.
-    pub origin: Instant,
+    /// The node's monotonic time: the core's `now`.
+    pub timebase: Timebase,
+    /// Holds the loop while the simulator pauses the node.
+    pub gate: PauseGate,
     /// Where peer requests report back (the other end is [`Channels::results`]).
     pub results_tx: mpsc::UnboundedSender<Outcome>,
     pub dispatch_tx: mpsc::UnboundedSender<Dispatch>,
-    /// The `/state` body the server answers with.
-    pub state_tx: watch::Sender<Bytes>,
+    /// The `/state` body the server answers with, and the server's stamps of votes
+    /// served to the leader.
+    pub published: PublishedCell,
     pub leader_tx: watch::Sender<LeaderView>,
     /// Mirrors the state's `leaving` for the server.
     pub leaving: Arc<AtomicBool>,
@@ -88,10 +100,16 @@ pub(super) struct Protocol<N: Network> {
     core: Core,
     client: PeerClient<N>,
     clock: Arc<dyn WallClock>,
-    origin: Instant,
+    timebase: Timebase,
+    gate: PauseGate,
     results_tx: mpsc::UnboundedSender<Outcome>,
     dispatch_tx: mpsc::UnboundedSender<Dispatch>,
-    state_tx: watch::Sender<Bytes>,
+    published: PublishedCell,
+    /// The latest `leader_served_at` fed to the core as [`Event::VoteServed`].
+    served_fed: Option<Duration>,
+    /// Votes served to previous leaders that the core had not seen when the leader
+    /// changed: fed before the next event, oldest first.
+    served_unfed: Vec<(String, Duration)>,
     leader_tx: watch::Sender<LeaderView>,
     leaving: Arc<AtomicBool>,
     tracker: TaskTracker,
@@ -118,10 +136,13 @@ impl<N: Network> Protocol<N> {
             core,
             client: links.client,
             clock: links.clock,
-            origin: links.origin,
+            timebase: links.timebase,
+            gate: links.gate,
             results_tx: links.results_tx,
             dispatch_tx: links.dispatch_tx,
-            state_tx: links.state_tx,
+            published: links.published,
+            served_fed: None,
+            served_unfed: Vec::new(),
             leader_tx: links.leader_tx,
             leaving: links.leaving,
             tracker: links.tracker,
@@ -144,9 +165,13 @@ impl<N: Network> Protocol<N> {
         stop: CancellationToken,
         server_stop: CancellationToken,
     ) {
-        let mut ticker = tokio::time::interval(timing.interval);
+        let period = self.timebase.real(timing.interval);
+        let mut ticker = tokio::time::interval(period.max(Duration::from_millis(1)));
         ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
+            self.gate.passed().await;
+            // Recomputed after every step: any event may move the core's deadline.
+            let wake = self.core.next_deadline().map(|t| self.timebase.instant(t));
             let event = tokio::select! {
                 biased;
                 _ = stop.cancelled() => break,
@@ -177,15 +202,19 @@ impl<N: Network> Protocol<N> {
                     Inbound::Announced(addr) => Event::Announced { addr },
                     Inbound::LeaveReceived(addr) => Event::LeaveReceived { addr },
                     Inbound::Diag(reply) => {
-                        let _ = reply.send(self.core.diag(self.origin.elapsed()));
+                        self.gate.passed().await;
+                        let _ = reply.send(self.core.diag(self.timebase.now()));
                         continue;
                     }
                 },
+                _ = sleep_until(wake) => Event::Wake,
                 _ = ticker.tick() => {
                     tracing::debug!(members = self.core.member_count(), leader = ?self.core.leader(), "round");
                     Event::Tick { wall: self.clock.now_epoch() }
                 }
             };
+            // The event came in while running; a pause since then holds it.
+            self.gate.passed().await;
             self.step(event);
         }
 
@@ -251,8 +280,36 @@ impl<N: Network> Protocol<N> {
         }
     }
 
+    /// Feed `event` to the core and carry out its actions; first, any vote served to
+    /// the leader since the last event (see [`crate::api`]), so the core never acts
+    /// without knowing what this node has promised.
     fn step(&mut self, event: Event) {
-        let actions = self.core.handle(self.origin.elapsed(), event);
+        for (to, at) in self.served_votes() {
+            self.apply(Event::VoteServed { to, at });
+        }
+        self.apply(event);
+    }
+
+    /// The votes served to a leader that the core has not been told about, oldest
+    /// first: those previous leaders read before the state changed, then the current
+    /// leader's latest.
+    fn served_votes(&mut self) -> Vec<(String, Duration)> {
+        let mut votes = std::mem::take(&mut self.served_unfed);
+        let p = self.published.lock();
+        if let (Some(leader), Some(at)) = (&p.leader, p.leader_served_at) {
+            if self.served_fed.is_none_or(|fed| at > fed) {
+                votes.push((leader.clone(), at));
+            }
+        }
+        drop(p);
+        if let Some((_, at)) = votes.last() {
+            self.served_fed = Some(*at);
+        }
+        votes
+    }
+
+    fn apply(&mut self, event: Event) {
+        let actions = self.core.handle(self.timebase.now(), event);
         for action in actions {
             if let Some(observe) = &self.observer {
                 observe(&action);
@@ -286,22 +343,45 @@ impl<N: Network> Protocol<N> {
             &self.metrics.is_leader,
             u64::from(self.core.leader() == Some(self.me.as_str())),
         );
+        self.publish_view();
+    }
+
+    /// Update the [`LeaderView`]. Subscribers wake on a change of leader or term, or
+    /// when this node starts or stops acting under a lease, not on every renewal.
+    fn publish_view(&self) {
         let view = LeaderView {
             leader: self.core.leader().map(str::to_string),
             term: self.core.term(),
             is_self: self.core.leader() == Some(self.me.as_str()),
+            lease_until: self.core.lease_expiry().map(|t| self.timebase.instant(t)),
         };
         self.leader_tx.send_if_modified(|v| {
-            let changed = *v != view;
+            let changed = v.leader != view.leader
+                || v.term != view.term
+                || v.is_self != view.is_self
+                || v.lease_until.is_some() != view.lease_until.is_some();
             *v = view;
             changed
         });
     }
 
-    fn publish_state(&self) {
+    /// Publish the state document for the server, with the leader it names. Under
+    /// the cell's lock, so a vote served to the old leader is either stamped before
+    /// (and kept for the core here) or answered with the new document.
+    fn publish_state(&mut self) {
         let state = self.core.state();
         self.leaving.store(state.leaving, Ordering::Relaxed);
-        self.state_tx.send_replace(encode_state(&state));
+        let body = encode_state(&state);
+        let mut p = self.published.lock();
+        if p.leader != state.leader {
+            if let (Some(old), Some(at)) = (p.leader.take(), p.leader_served_at.take()) {
+                if self.served_fed.is_none_or(|fed| at > fed) {
+                    self.served_unfed.push((old, at));
+                }
+            }
+        }
+        p.body = body;
+        p.leader = state.leader;
     }
 
     fn spawn_fetch(&self, addr: String) {
