@@ -5,7 +5,7 @@
 //! | `GET /ping` | `200 OK` (`503` while leaving) |
 //! | `GET /state` | this node's state JSON |
 //! | `GET /state/{addr}` | the same; `{addr}` is fetched back and added once it answers |
-//! | `GET /diag` | `{"state", "member_states", "member_info"}`, pretty-printed |
+//! | `GET /diag` | `{"state", "member_states", "member_info"}` (and `"lease"` in quorum mode), pretty-printed |
 //! | `POST /leave/{addr}` | `{addr}` is leaving: drop it now (les extension) |
 //! | `GET /probe/{addr}` | `200` if this node can ping `{addr}`, `503` if not (les extension, SWIM indirect probe) |
 //! | `GET /metrics` | counters in Prometheus text format (les extension) |
