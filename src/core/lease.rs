@@ -39,6 +39,9 @@ use crate::wire::LeaseInfo;
 /// `d × (1 + ρ)`. Wall-clock offsets do not matter; only rates do.
 pub const CLOCK_RATE_BOUND: f64 = 0.05;
 
+/// A claim whose term lags the wall clock's seconds by more than this is renewed.
+const CLAIM_MAX_AGE_SECS: u64 = 2;
+
 /// Quorum-mode state of one node (unused outside quorum mode).
 #[derive(Debug, Clone, Default)]
 pub(super) struct QuorumState {
@@ -239,18 +242,24 @@ impl Core {
         if self.acting() {
             return lease_holds.then(|| self.me.clone());
         }
-        let Some(claim) = self.quorum.claim else {
-            let q = &self.quorum;
-            let known = q.seen_term.max(q.voted_term).max(q.acted_term);
-            // At least the wall clock in whole seconds: if every node that knew the
-            // last term has restarted (terms live in memory), a new claim still comes
-            // after it, since a restarted node names nobody for `promise_len` and the
-            // old claim was made before it crashed. This assumes wall clocks agree to
-            // within a second or two; a node that knows the cluster's terms does not
-            // depend on it (`known + 1`).
-            let term = known.saturating_add(1).max(self.wall_secs());
-            self.restart_claim(term);
-            return None;
+        // At least the wall clock in whole seconds, and never older than
+        // `CLAIM_MAX_AGE_SECS`: if every node that knew the last term has restarted
+        // (terms live in memory), a new leader's claim still comes after the old one's,
+        // since a restarted node names nobody for `promise_len` (3.3 s) and the old
+        // claim was made before its voters crashed. This assumes wall clocks agree to
+        // within about a second; a claim that knows the cluster's terms does not depend
+        // on it (`known + 1`). A claim that has waited longer than that for its quorum
+        // is renewed (confirmations come within round trips, so a live claim is never
+        // cut short).
+        let wall = self.wall_secs();
+        let claim = match self.quorum.claim {
+            Some(c) if c.saturating_add(CLAIM_MAX_AGE_SECS) >= wall => c,
+            _ => {
+                let q = &self.quorum;
+                let known = q.seen_term.max(q.voted_term).max(q.acted_term);
+                self.restart_claim(known.saturating_add(1).max(wall));
+                return None;
+            }
         };
         if lease_holds && self.may_name(&self.me.clone()) {
             self.quorum.claim = None;

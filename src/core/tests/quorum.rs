@@ -41,11 +41,14 @@ fn acting_a() -> Core {
     recv(&mut a, ms(3), B, state(&[B, A, C], None, 20.0, 0));
     recv(&mut a, ms(3), C, state(&[C, A, B], None, 30.0, 0));
     tick(&mut a, secs(4.0));
+    // A claim older than two seconds of wall clock is renewed with the time.
+    let claim = a.term();
+    assert_eq!(claim, CLAIM + 4);
     let out = recv(
         &mut a,
         secs(4.001),
         B,
-        state(&[B, A, C], Some(A), 20.0, CLAIM),
+        state(&[B, A, C], Some(A), 20.0, claim),
     );
     assert!(changes(&out)[0].gained(), "{out:?}");
     a
@@ -98,11 +101,12 @@ fn the_nominee_acts_only_once_a_quorum_confirmed_its_claim_term() {
     recv(&mut a, ms(3), B, state(&[B, A, C], None, 20.0, 0));
     recv(&mut a, ms(3), C, state(&[C, A, B], None, 30.0, 0));
     tick(&mut a, secs(4.0));
+    let claim = a.term();
     let out = recv(
         &mut a,
         secs(4.001),
         B,
-        state(&[B, A, C], Some(A), 20.0, CLAIM),
+        state(&[B, A, C], Some(A), 20.0, claim),
     );
     assert!(changes(&out).is_empty(), "one confirmation of two needed");
     let out = recv(&mut a, secs(4.002), C, state(&[C, A, B], Some(A), 30.0, 0));
@@ -115,10 +119,10 @@ fn the_nominee_acts_only_once_a_quorum_confirmed_its_claim_term() {
         &mut a,
         secs(5.001),
         C,
-        state(&[C, A, B], Some(A), 30.0, CLAIM),
+        state(&[C, A, B], Some(A), 30.0, claim),
     );
     assert!(changes(&out)[0].gained());
-    assert_eq!(changes(&out)[0].term, CLAIM);
+    assert_eq!(changes(&out)[0].term, claim);
 }
 
 #[test]
@@ -127,12 +131,8 @@ fn a_confirmation_counts_from_when_the_fetch_was_sent_not_answered() {
     assert_eq!(a.lease_expiry(), Some(secs(7.0)), "sent at 4 s + 3 s");
     recv(&mut a, secs(4.002), C, state(&[C, A, B], None, 30.0, 0));
     tick(&mut a, secs(5.0));
-    recv(
-        &mut a,
-        secs(6.5),
-        C,
-        state(&[C, A, B], Some(A), 30.0, CLAIM),
-    );
+    let term = a.term();
+    recv(&mut a, secs(6.5), C, state(&[C, A, B], Some(A), 30.0, term));
     let end = a.lease_expiry().expect("acting");
     assert!(
         end > secs(7.0),
@@ -162,11 +162,12 @@ fn a_paused_leader_steps_down_before_handling_anything_else() {
     let mut a = acting_a();
     // Resumed at 20 s: the first event is an answer that would renew the lease.
     tick(&mut a, secs(4.5));
+    let term = a.term();
     let out = recv(
         &mut a,
         secs(20.0),
         B,
-        state(&[B, A, C], Some(A), 20.0, CLAIM),
+        state(&[B, A, C], Some(A), 20.0, term),
     );
     assert!(
         matches!(&out[0], Action::LeaderChanged(c) if c.lost()),
@@ -276,18 +277,18 @@ fn a_claimant_raises_its_term_above_a_vote_it_must_exceed() {
 #[test]
 fn terms_of_successive_acting_leaders_strictly_increase() {
     let mut a = acting_a();
-    assert_eq!(a.term(), CLAIM);
+    let first = a.term();
     // The lease lapses (no renewal), then B confirms A's new claim.
     a.handle(secs(7.0), Event::Wake);
     tick(&mut a, secs(8.0));
     let second = a.term();
-    assert!(second > CLAIM, "a new claim, a new term: {second}");
-    let out = recv(
-        &mut a,
-        secs(8.001),
-        B,
-        state(&[B, A, C], Some(A), 20.0, second),
-    );
+    assert!(second > first, "a new claim, a new term: {second}");
+    // B answers the fetch A sent before its lease lapsed (too old to count), then the
+    // one A asked for meanwhile.
+    let vote = state(&[B, A, C], Some(A), 20.0, second);
+    let out = recv(&mut a, secs(8.001), B, vote.clone());
+    assert!(changes(&out).is_empty(), "{out:?}");
+    let out = recv(&mut a, secs(8.002), B, vote);
     assert!(changes(&out)[0].gained());
     assert_eq!(changes(&out)[0].term, second);
 }
@@ -327,7 +328,7 @@ fn a_witness_counts_toward_the_quorum() {
     tick(&mut a, secs(4.0));
     let mut vote = witness;
     vote.leader = Some(A.into());
-    vote.term = CLAIM;
+    vote.term = a.term();
     let out = recv(&mut a, secs(4.001), B, vote);
     assert!(changes(&out)[0].gained(), "{out:?}");
 }
