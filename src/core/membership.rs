@@ -205,7 +205,12 @@ impl Core {
                     .state
                     .as_ref()
                     .is_none_or(|s| s.leader.as_deref() != Some(&self.me));
-                if waiting_for_votes && stale_vote {
+                // In quorum mode a leaderless node hears its nominee's new claim this way
+                // (a claim asks every member at once), rather than at its next round.
+                let claim_news = self.quorum_mode()
+                    && self.leader.is_none()
+                    && self.nominee().as_deref() == Some(addr.as_str());
+                if (waiting_for_votes && stale_vote) || claim_news {
                     self.fetch(addr, out);
                 }
             }

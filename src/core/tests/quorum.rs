@@ -404,3 +404,18 @@ fn a_peer_reporting_the_largest_term_cannot_overflow_it() {
     recv(&mut a, ms(1), B, state(&[B, A], None, 20.0, u64::MAX));
     assert_eq!(a.term(), u64::MAX);
 }
+
+#[test]
+fn a_leaderless_node_fetches_its_nominee_when_it_calls() {
+    // C (30) follows nobody yet; B (20) is its nominee and calls with a new claim.
+    let mut c = qnode(C, 30.0, &[B, C], 2);
+    tick(&mut c, ms(0));
+    recv(&mut c, ms(1), B, state(&[B, C], None, 20.0, 0));
+    c.handle(ms(2), Event::Wake);
+    let out = c.handle(ms(3), Event::Announced { addr: B.into() });
+    assert_eq!(
+        fetches(&out),
+        vec![B],
+        "C asks B, its nominee, for its claim"
+    );
+}
