@@ -480,7 +480,10 @@ impl Cluster {
         if !self.is_running(name) {
             panic!("les::sim: cannot crash {name}: it is not running");
         }
+        // Its connections close in a fixed order, not in tokio's: see `Closes`.
+        self.shared.closes().begin_crash(name);
         self.sim.crash(name);
+        drop(self.shared.closes().end_crash());
         self.nodes[i].status = NodeStatus::Crashed;
         self.shared.faults().set_open(name, false);
         self.journal(TraceEvent::Crashed {

@@ -95,11 +95,76 @@ fn pair(a: &str, b: &str) -> (String, String) {
     }
 }
 
+/// The order in which a crashed host's connections close.
+///
+/// turmoil crashes a host by dropping its tokio runtime, which drops the host's tasks,
+/// and the streams they own, in the order of tokio's task list. That list is sharded by
+/// task id, and task ids are numbered across the whole process, so the order depends on
+/// how many tasks anything else in the process spawned before: earlier tests, or another
+/// simulation on another thread. Each close sends a FIN or RST, whose latency turmoil
+/// draws from the simulation's one random generator, so that order decided which peer
+/// heard of the crash first, and the same seed gave different runs. While a host is
+/// being crashed, its streams' closes wait here, and go out in the order the streams
+/// were opened when the last of them is dropped (still within the crash).
+#[derive(Debug, Default)]
+pub(crate) struct Closes {
+    /// Number of the stream opened last in this simulation.
+    last: u64,
+    /// Streams open on each host.
+    open: BTreeMap<String, usize>,
+    /// Host being crashed.
+    crashing: Option<String>,
+    /// Its dropped streams, by number, not closed yet.
+    held: BTreeMap<u64, turmoil::net::TcpStream>,
+}
+
+impl Closes {
+    /// A stream opened on `host`: its number.
+    fn opened(&mut self, host: &str) -> u64 {
+        *self.open.entry(host.to_string()).or_default() += 1;
+        self.last += 1;
+        self.last
+    }
+
+    /// Stream `number` of `host` was dropped: the streams to close now, in order.
+    fn dropped(
+        &mut self,
+        host: &str,
+        number: u64,
+        stream: turmoil::net::TcpStream,
+    ) -> Vec<turmoil::net::TcpStream> {
+        let open = self.open.entry(host.to_string()).or_default();
+        *open = open.saturating_sub(1);
+        if self.crashing.as_deref() != Some(host) {
+            return vec![stream];
+        }
+        self.held.insert(number, stream);
+        if *open > 0 {
+            return Vec::new();
+        }
+        std::mem::take(&mut self.held).into_values().collect()
+    }
+
+    /// `host` is about to be crashed.
+    pub(crate) fn begin_crash(&mut self, host: &str) {
+        self.crashing = Some(host.to_string());
+    }
+
+    /// The crash is over. A crash drops every task of the host, so every stream has been
+    /// closed; anything left over is returned, to be dropped.
+    pub(crate) fn end_crash(&mut self) -> Vec<turmoil::net::TcpStream> {
+        self.crashing = None;
+        debug_assert!(self.held.is_empty(), "a crashed host kept a stream open");
+        std::mem::take(&mut self.held).into_values().collect()
+    }
+}
+
 /// State shared by the simulated hosts and the [`crate::sim::Cluster`] driving them.
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub(crate) faults: Mutex<Faults>,
     pub(crate) journal: Mutex<Journal>,
+    pub(crate) closes: Mutex<Closes>,
 }
 
 impl Shared {
@@ -107,7 +172,12 @@ impl Shared {
         Shared {
             faults: Mutex::new(Faults::new(seed)),
             journal: Mutex::new(Journal::default()),
+            closes: Mutex::new(Closes::default()),
         }
+    }
+
+    pub(crate) fn closes(&self) -> MutexGuard<'_, Closes> {
+        self.closes.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub(crate) fn faults(&self) -> MutexGuard<'_, Faults> {
@@ -189,7 +259,8 @@ impl TurmoilNetwork {
             (peer, self.host.to_string())
         };
         SimStream {
-            inner,
+            number: self.shared.closes().opened(&self.host),
+            inner: Some(inner),
             net: self.clone(),
             initiator,
             acceptor,
@@ -252,7 +323,10 @@ impl Network for TurmoilNetwork {
 /// exchange anyway): writes are swallowed, data that arrives is discarded, and only the
 /// peer closing the connection gets through, so both ends eventually drop it.
 pub struct SimStream {
-    inner: turmoil::net::TcpStream,
+    /// Taken only on drop.
+    inner: Option<turmoil::net::TcpStream>,
+    /// Opened as the simulation's `number`th stream: see [`Closes`].
+    number: u64,
     net: TurmoilNetwork,
     /// Host that opened the connection, and host that accepted it.
     initiator: String,
@@ -277,6 +351,14 @@ impl std::fmt::Debug for SimStream {
 }
 
 impl SimStream {
+    fn inner(&mut self) -> Pin<&mut turmoil::net::TcpStream> {
+        Pin::new(
+            self.inner
+                .as_mut()
+                .expect("the stream is taken only on drop"),
+        )
+    }
+
     /// Whether the link this stream runs over is cut right now.
     fn link_cut(&self) -> bool {
         self.net
@@ -299,14 +381,14 @@ impl AsyncRead for SimStream {
             let mut scratch = [0u8; 1024];
             loop {
                 let mut sink = ReadBuf::new(&mut scratch);
-                match Pin::new(&mut this.inner).poll_read(cx, &mut sink) {
+                match this.inner().poll_read(cx, &mut sink) {
                     Poll::Ready(Ok(())) if !sink.filled().is_empty() => this.dead = true,
                     other => return other,
                 }
             }
         }
         let before = buf.filled().len();
-        let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
+        let polled = this.inner().poll_read(cx, buf);
         if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
             this.sending = false;
             if this.outbound && !this.heard {
@@ -345,7 +427,7 @@ impl AsyncWrite for SimStream {
         if this.dead {
             return Poll::Ready(Ok(buf.len()));
         }
-        Pin::new(&mut this.inner).poll_write(cx, buf)
+        this.inner().poll_write(cx, buf)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -353,7 +435,7 @@ impl AsyncWrite for SimStream {
         if this.dead {
             return Poll::Ready(Ok(()));
         }
-        Pin::new(&mut this.inner).poll_flush(cx)
+        this.inner().poll_flush(cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -361,7 +443,21 @@ impl AsyncWrite for SimStream {
         if this.dead {
             return Poll::Ready(Ok(()));
         }
-        Pin::new(&mut this.inner).poll_shutdown(cx)
+        this.inner().poll_shutdown(cx)
+    }
+}
+
+impl Drop for SimStream {
+    fn drop(&mut self) {
+        if let Some(inner) = self.inner.take() {
+            let close_now = self
+                .net
+                .shared
+                .closes()
+                .dropped(&self.net.host, self.number, inner);
+            // Closing sends a FIN or RST: outside the lock.
+            drop(close_now);
+        }
     }
 }
 
