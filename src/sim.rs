@@ -96,12 +96,15 @@
 //! [`Cluster::run_until`] and [`Cluster::run_until_agreed`] return as soon as their
 //! condition holds.
 
+mod clock;
 mod cluster;
+mod host;
 mod net;
 mod snapshot;
 mod trace;
 
-pub use cluster::{replay_hint, Cluster, ClusterBuilder, NodeSpec, BASE_EPOCH, PORT, SEED_ENV};
-pub use net::{SimClock, SimStream, TurmoilNetwork};
+pub use clock::{SimClock, BASE_EPOCH};
+pub use cluster::{replay_hint, Cluster, ClusterBuilder, NodeSpec, PORT, SEED_ENV};
+pub use net::{SimStream, TurmoilNetwork};
 pub use snapshot::{NodeStatus, NodeView, Snapshot};
 pub use trace::{LeaderChangeRecord, TraceEntry, TraceEvent};

@@ -11,21 +11,16 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, UNIX_EPOCH};
 
 use crate::config::Config;
-use crate::net::WallClock;
-use crate::node::{Node, NodeError, NodeHandle};
-use crate::sim::net::{Shared, SimClock, TurmoilNetwork};
+use crate::node::{NodeError, NodeHandle};
+use crate::sim::clock::{relative_ms, SimClock, BASE_EPOCH};
+use crate::sim::host::{HostSoftware, Incarnation};
+use crate::sim::net::Shared;
 use crate::sim::snapshot::{NodeStatus, NodeView, Snapshot};
-use crate::sim::trace::{
-    membership_observer, LeaderChangeRecord, Recorder, TraceEntry, TraceEvent,
-};
+use crate::sim::trace::{LeaderChangeRecord, TraceEntry, TraceEvent};
 use crate::wire::Diag;
 
 /// Environment variable that overrides every [`ClusterBuilder::seed`], to replay a run.
 pub const SEED_ENV: &str = "LES_SIM_SEED";
-
-/// Epoch seconds every node's clock shows at simulated time zero, before its own offset
-/// (2023-11-14 22:13:20 UTC). Start times in snapshots are relative to it.
-pub const BASE_EPOCH: f64 = 1_700_000_000.0;
 
 /// The port every simulated node listens on; node `n1` is reached at `n1:4000`.
 pub const PORT: u16 = 4000;
@@ -237,18 +232,6 @@ impl ClusterBuilder {
     }
 }
 
-/// A running incarnation of a node, as its host software published it.
-struct Incarnation {
-    /// Which [`Cluster::start`] call started it (1 for the first).
-    start_no: u32,
-    /// How many times the node's software has run, this time included (the trace's
-    /// incarnation number).
-    number: u32,
-    handle: NodeHandle,
-    /// Epoch seconds read from the node's clock when it started.
-    start_time: f64,
-}
-
 struct Slot {
     index: usize,
     name: String,
@@ -262,81 +245,6 @@ struct Slot {
     starts: Rc<Cell<u32>>,
     /// Filled by the host software, one per run.
     incarnations: Rc<RefCell<Vec<Incarnation>>>,
-}
-
-/// What one simulated host runs: a real les node, started the way production starts it.
-struct HostSoftware {
-    name: String,
-    index: usize,
-    seed: u64,
-    config: Config,
-    clock: SimClock,
-    shared: Arc<Shared>,
-    starts: Rc<Cell<u32>>,
-    incarnations: Rc<RefCell<Vec<Incarnation>>>,
-}
-
-impl HostSoftware {
-    async fn run(&self) -> Result<(), NodeError> {
-        // A start whose software never ran (crashed within the same tick) is skipped.
-        let incarnation = self.incarnations.borrow().len() as u32 + 1;
-        let start_no = self.starts.get();
-        let start_time = self.clock.now_epoch();
-        {
-            let mut journal = self.shared.journal();
-            let at = crate::sim::net::sim_now();
-            journal.push(
-                at,
-                TraceEvent::Started {
-                    node: self.name.clone(),
-                    incarnation,
-                    start_time_ms: relative_ms(start_time),
-                },
-            );
-        }
-        let handle = Node::builder(self.config.clone())
-            .network(TurmoilNetwork::for_node(
-                &self.name,
-                incarnation,
-                self.shared.clone(),
-            ))
-            .clock(self.clock)
-            .rng_seed(mix(self.seed, self.index as u64, incarnation as u64))
-            .on_leader_change(Recorder {
-                shared: self.shared.clone(),
-                node: self.name.clone(),
-                incarnation,
-            })
-            .observe(membership_observer(
-                self.shared.clone(),
-                self.name.clone(),
-                incarnation,
-            ))
-            .start()
-            .await?;
-        self.incarnations.borrow_mut().push(Incarnation {
-            start_no,
-            number: incarnation,
-            handle: handle.clone(),
-            start_time,
-        });
-        handle.stopped().await;
-        Ok(())
-    }
-}
-
-/// A seed for one node incarnation's own randomness.
-fn mix(seed: u64, index: u64, incarnation: u64) -> u64 {
-    // splitmix64 over the three inputs: distinct, well-spread seeds.
-    let mut z = seed ^ index.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ incarnation.rotate_left(32);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
-/// Milliseconds between the base epoch and `epoch_secs`, rounded.
-pub(crate) fn relative_ms(epoch_secs: f64) -> i64 {
-    ((epoch_secs - BASE_EPOCH) * 1000.0).round() as i64
 }
 
 /// A simulated cluster of real les nodes. See the [module docs](crate::sim).

@@ -8,6 +8,7 @@ use std::fmt;
 
 use serde::Serialize;
 
+use crate::sim::clock::relative_ms;
 use crate::sim::trace::LeaderChangeRecord;
 use crate::wire::Diag;
 
@@ -74,7 +75,7 @@ impl NodeView {
             suspects: Vec::new(),
         };
         if let Some(d) = diag {
-            view.start_time_ms = Some(crate::sim::cluster::relative_ms(d.state.start_time));
+            view.start_time_ms = Some(relative_ms(d.state.start_time));
             view.term = Some(d.state.term);
             view.leader = d.state.leader.as_deref().map(&name_of);
             view.members = d.state.members.iter().map(|a| name_of(a)).collect();
