@@ -8,16 +8,22 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
 use crate::config::Config;
 use crate::node::{NodeError, NodeHandle};
-use crate::sim::clock::{relative_ms, SimClock, BASE_EPOCH};
+use crate::sim::clock::{relative_ms, SimClock};
 use crate::sim::host::{HostSoftware, Incarnation};
 use crate::sim::net::Shared;
 use crate::sim::snapshot::{NodeStatus, NodeView, Snapshot};
 use crate::sim::trace::{LeaderChangeRecord, TraceEntry, TraceEvent};
 use crate::wire::Diag;
+
+mod builder;
+mod network;
+
+use builder::SimGuard;
+pub use builder::{ClusterBuilder, NodeSpec};
 
 /// Environment variable that overrides every [`ClusterBuilder::seed`], to replay a run.
 pub const SEED_ENV: &str = "LES_SIM_SEED";
@@ -31,206 +37,6 @@ const STOP_LIMIT: Duration = Duration::from_secs(30);
 
 /// Most ticks spent waiting for nodes to answer a `/diag/` request.
 const DIAG_TICKS: usize = 100;
-
-type Configure = Box<dyn Fn(&mut Config)>;
-
-/// One node of a simulated cluster, before it is built.
-///
-/// ```
-/// use std::time::Duration;
-/// use les::sim::NodeSpec;
-///
-/// // n4's clock is an hour behind; it knows only n1 and n2 at first; it never leads.
-/// let n4 = NodeSpec::new("n4")
-///     .clock_behind(Duration::from_secs(3600))
-///     .seeds(["n1", "n2"])
-///     .configure(|c| c.eligible = false);
-/// # let _ = n4;
-/// ```
-pub struct NodeSpec {
-    name: String,
-    clock_offset_ms: i64,
-    seeds: Option<Vec<String>>,
-    configure: Vec<Configure>,
-}
-
-impl std::fmt::Debug for NodeSpec {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NodeSpec")
-            .field("name", &self.name)
-            .field("clock_offset_ms", &self.clock_offset_ms)
-            .field("seeds", &self.seeds)
-            .finish_non_exhaustive()
-    }
-}
-
-impl NodeSpec {
-    /// A node named `name`: a host name made of letters, digits, `-`, `.` and `_`. Its
-    /// address (and identity) is `name:4000`.
-    pub fn new(name: impl Into<String>) -> Self {
-        NodeSpec {
-            name: name.into(),
-            clock_offset_ms: 0,
-            seeds: None,
-            configure: Vec::new(),
-        }
-    }
-
-    /// This node's clock runs `offset` ahead of the base clock (its start times are later).
-    pub fn clock_ahead(mut self, offset: Duration) -> Self {
-        self.clock_offset_ms = offset.as_millis() as i64;
-        self
-    }
-
-    /// This node's clock runs `offset` behind the base clock (its start times are earlier,
-    /// so it looks more senior than it is).
-    pub fn clock_behind(mut self, offset: Duration) -> Self {
-        self.clock_offset_ms = -(offset.as_millis() as i64);
-        self
-    }
-
-    /// Seed this node with these nodes (simulation names) instead of every node.
-    pub fn seeds<S: Into<String>>(mut self, names: impl IntoIterator<Item = S>) -> Self {
-        self.seeds = Some(names.into_iter().map(Into::into).collect());
-        self
-    }
-
-    /// Adjust this node's [`Config`] (after the cluster-wide adjustments).
-    pub fn configure(mut self, f: impl Fn(&mut Config) + 'static) -> Self {
-        self.configure.push(Box::new(f));
-        self
-    }
-}
-
-/// Builds a [`Cluster`]. Obtain with [`Cluster::builder`].
-pub struct ClusterBuilder {
-    seed: u64,
-    tick: Duration,
-    latency: (Duration, Duration),
-    nodes: Vec<NodeSpec>,
-    configure: Vec<Configure>,
-}
-
-impl ClusterBuilder {
-    /// The seed every random choice derives from: latencies, lost messages, the nodes'
-    /// own randomness. Default 0. The environment variable `LES_SIM_SEED`, when set,
-    /// overrides it, so that a failed run can be replayed from the seed it printed.
-    pub fn seed(mut self, seed: u64) -> Self {
-        self.seed = seed;
-        self
-    }
-
-    /// Add a node.
-    pub fn node(mut self, spec: NodeSpec) -> Self {
-        self.nodes.push(spec);
-        self
-    }
-
-    /// Add nodes with default settings, by name.
-    pub fn nodes<S: Into<String>>(mut self, names: impl IntoIterator<Item = S>) -> Self {
-        self.nodes
-            .extend(names.into_iter().map(|n| NodeSpec::new(n.into())));
-        self
-    }
-
-    /// Adjust every node's [`Config`], e.g. its interval or timeouts. The default is the
-    /// production configuration ([`Config::new`]) with every node as a seed.
-    pub fn configure(mut self, f: impl Fn(&mut Config) + 'static) -> Self {
-        self.configure.push(Box::new(f));
-        self
-    }
-
-    /// One-way latency of every link, drawn between `min` and `max` (mostly near `min`:
-    /// turmoil's exponential distribution). Default 1 to 10 ms.
-    pub fn latency(mut self, min: Duration, max: Duration) -> Self {
-        self.latency = (min, max.max(min));
-        self
-    }
-
-    /// Simulated time per step. Timers fire at their exact time, but messages are
-    /// delivered at step boundaries. Default 5 ms; smaller is slower to simulate.
-    pub fn tick(mut self, tick: Duration) -> Self {
-        self.tick = tick.max(Duration::from_millis(1));
-        self
-    }
-
-    /// Build the cluster. No node is running yet: start them with [`Cluster::start`].
-    ///
-    /// # Panics
-    /// If two nodes share a name or a name is not a valid host name.
-    #[track_caller]
-    pub fn build(self) -> Cluster {
-        let _lock = one_at_a_time();
-        let seed = std::env::var(SEED_ENV)
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-            .unwrap_or(self.seed);
-        let sim = turmoil::Builder::new()
-            .rng_seed(seed)
-            .epoch(UNIX_EPOCH + Duration::from_secs_f64(BASE_EPOCH))
-            .tick_duration(self.tick)
-            .simulation_duration(Duration::from_secs(u32::MAX as u64))
-            .min_message_latency(self.latency.0)
-            .max_message_latency(self.latency.1)
-            .tcp_capacity(4096)
-            .build();
-        let addr_of = |name: &str| format!("{name}:{PORT}");
-        let all: Vec<String> = self.nodes.iter().map(|n| addr_of(&n.name)).collect();
-        let shared = Arc::new(Shared::new(seed));
-        let mut nodes = Vec::with_capacity(self.nodes.len());
-        for (index, spec) in self.nodes.into_iter().enumerate() {
-            let addr = addr_of(&spec.name);
-            if let Err(why) = crate::wire::check_addr(&addr) {
-                panic!(
-                    "les::sim: node name {:?} is not a host name: {why}",
-                    spec.name
-                );
-            }
-            if nodes.iter().any(|s: &Slot| s.name == spec.name) {
-                panic!("les::sim: two nodes are named {:?}", spec.name);
-            }
-            let seeds = match &spec.seeds {
-                Some(names) => names.iter().map(|n| addr_of(n)).collect(),
-                None => all.clone(),
-            };
-            let mut config = Config::new(addr.clone(), seeds);
-            for f in self.configure.iter().chain(&spec.configure) {
-                f(&mut config);
-            }
-            // Register the name now so every node resolves it, even before it starts.
-            sim.lookup(spec.name.as_str());
-            shared.faults().set_open(&spec.name, false);
-            nodes.push(Slot {
-                index,
-                name: spec.name,
-                addr,
-                clock: SimClock {
-                    at_zero: BASE_EPOCH + spec.clock_offset_ms as f64 / 1000.0,
-                },
-                config,
-                registered: false,
-                status: NodeStatus::NotStarted,
-                starts: Rc::default(),
-                incarnations: Rc::default(),
-            });
-        }
-        shared.journal().set_names(
-            nodes
-                .iter()
-                .map(|s| (s.addr.clone(), s.name.clone()))
-                .collect(),
-        );
-        Cluster {
-            _lock,
-            sim,
-            shared,
-            nodes,
-            seed,
-            tick: self.tick,
-            link_latency: BTreeMap::new(),
-        }
-    }
-}
 
 struct Slot {
     index: usize,
@@ -266,13 +72,7 @@ pub struct Cluster {
 impl Cluster {
     /// A builder with defaults: seed 0, 5 ms ticks, 1–10 ms links, no nodes.
     pub fn builder() -> ClusterBuilder {
-        ClusterBuilder {
-            seed: 0,
-            tick: Duration::from_millis(5),
-            latency: (Duration::from_millis(1), Duration::from_millis(10)),
-            nodes: Vec::new(),
-            configure: Vec::new(),
-        }
+        ClusterBuilder::new()
     }
 
     /// The seed of this run (after any `LES_SIM_SEED` override).
@@ -443,121 +243,6 @@ impl Cluster {
             self.crash(name);
         }
         self.start(name);
-    }
-
-    /// Cut every link between nodes of different groups, both ways: connections and
-    /// messages between them are silently dropped (callers time out). Links of nodes in
-    /// no group are untouched. Adds to the cuts already in force.
-    ///
-    /// ```
-    /// # let mut sim = les::sim::Cluster::builder().nodes(["n1", "n2", "n3"]).build();
-    /// sim.partition(&[&["n1", "n2"], &["n3"]]); // 2 | 1
-    /// sim.heal();
-    /// sim.partition(&[&["n1"], &["n2"], &["n3"]]); // 1 | 1 | 1
-    /// ```
-    #[track_caller]
-    pub fn partition(&mut self, groups: &[&[&str]]) {
-        for name in groups.iter().flat_map(|g| g.iter()) {
-            self.index(name);
-        }
-        {
-            let mut faults = self.shared.faults();
-            for (gi, a_group) in groups.iter().enumerate() {
-                for (gj, b_group) in groups.iter().enumerate() {
-                    if gi == gj {
-                        continue;
-                    }
-                    for a in a_group.iter() {
-                        for b in b_group.iter() {
-                            faults.cut(a, b);
-                        }
-                    }
-                }
-            }
-        }
-        let change = groups
-            .iter()
-            .map(|g| g.join(" "))
-            .collect::<Vec<_>>()
-            .join(" | ");
-        self.journal(TraceEvent::Network {
-            change: format!("partition {change}"),
-        });
-    }
-
-    /// Cut the link one way: connections that `from` opens to `to` are dropped, while `to`
-    /// can still open connections to `from` and get answers (a stateful firewall rule).
-    #[track_caller]
-    pub fn partition_oneway(&mut self, from: &str, to: &str) {
-        self.index(from);
-        self.index(to);
-        self.shared.faults().cut(from, to);
-        self.journal(TraceEvent::Network {
-            change: format!("cut {from} -> {to}"),
-        });
-    }
-
-    /// Repair every cut link. Connections that were blackholed stay dead until their
-    /// owners give up on them; new ones go through.
-    pub fn heal(&mut self) {
-        self.shared.faults().heal();
-        self.journal(TraceEvent::Network {
-            change: "heal".to_string(),
-        });
-    }
-
-    /// Lose each message (connection request, request or answer) with probability `rate`
-    /// on every link without a rate of its own. A lost message stalls its exchange until
-    /// the sender's deadline, as a long outage would.
-    pub fn set_loss(&mut self, rate: f64) {
-        self.shared.faults().set_loss(rate.clamp(0.0, 1.0));
-        self.journal(TraceEvent::Network {
-            change: format!("loss {}%", rate * 100.0),
-        });
-    }
-
-    /// Like [`Cluster::set_loss`], for the link between `a` and `b` only (both ways).
-    #[track_caller]
-    pub fn set_link_loss(&mut self, a: &str, b: &str, rate: f64) {
-        self.index(a);
-        self.index(b);
-        self.shared
-            .faults()
-            .set_link_loss(a, b, rate.clamp(0.0, 1.0));
-        self.journal(TraceEvent::Network {
-            change: format!("loss {}% on {a} - {b}", rate * 100.0),
-        });
-    }
-
-    /// One-way latency between `a` and `b` (both ways): from `min` to `max`, mostly near
-    /// `min`. `max - min` is the jitter.
-    #[track_caller]
-    pub fn set_link_latency(&mut self, a: &str, b: &str, min: Duration, max: Duration) {
-        self.index(a);
-        self.index(b);
-        let key = if a <= b { (a, b) } else { (b, a) };
-        self.link_latency
-            .insert((key.0.to_string(), key.1.to_string()), (min, max.max(min)));
-        self.apply_link_latency();
-        self.journal(TraceEvent::Network {
-            change: format!(
-                "latency {a} - {b}: {}..{} ms",
-                min.as_millis(),
-                max.max(min).as_millis()
-            ),
-        });
-    }
-
-    /// turmoil knows a link only once both its hosts exist: apply what it can.
-    fn apply_link_latency(&mut self) {
-        for ((a, b), (min, max)) in &self.link_latency {
-            let known = |n: &str| self.nodes.iter().any(|s| s.name == n && s.registered);
-            if known(a) && known(b) {
-                self.sim.set_link_latency(a.as_str(), b.as_str(), *min);
-                self.sim
-                    .set_link_max_message_latency(a.as_str(), b.as_str(), *max);
-            }
-        }
     }
 
     // ----- running -----
@@ -842,36 +527,4 @@ impl Drop for Cluster {
 fn poll_once<T>(fut: Pin<&mut (impl Future<Output = T> + ?Sized)>) -> Poll<T> {
     let mut cx = Context::from_waker(Waker::noop());
     fut.poll(&mut cx)
-}
-
-thread_local! {
-    static HOLDS_SIM: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
-
-/// Held while a [`Cluster`] lives.
-struct SimGuard(#[allow(dead_code)] std::sync::MutexGuard<'static, ()>);
-
-impl Drop for SimGuard {
-    fn drop(&mut self) {
-        HOLDS_SIM.with(|h| h.set(false));
-    }
-}
-
-/// Simulations in one process run one at a time.
-///
-/// Two simulations running at once on different threads (as `cargo test` runs tests)
-/// were seen to perturb each other: the same seed then no longer gave the same run,
-/// although each is deterministic on its own. The shared state lies somewhere below
-/// les in the runtime stack; until it is found, clusters are serialised, which keeps
-/// every seed reproducible whatever else the test binary runs. A thread that builds a
-/// second cluster while holding one would wait forever, so it panics instead.
-fn one_at_a_time() -> SimGuard {
-    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    assert!(
-        !HOLDS_SIM.with(|h| h.get()),
-        "les::sim: this thread already has a live Cluster; drop it before building another"
-    );
-    let guard = LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    HOLDS_SIM.with(|h| h.set(true));
-    SimGuard(guard)
 }
