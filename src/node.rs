@@ -172,6 +172,22 @@ impl<N: Network> NodeBuilder<N> {
         self
     }
 
+    /// STUB (branch c-sim only; dropped at merge for the a-runtime implementation):
+    /// the node's monotonic clock runs at `rate` x real time. Does nothing yet.
+    #[cfg(feature = "sim")]
+    pub(crate) fn clock_rate(self, rate: f64) -> Self {
+        let _ = rate;
+        self
+    }
+
+    /// STUB (branch c-sim only; dropped at merge for the a-runtime implementation):
+    /// while the gate shows `true` the node processes nothing. Does nothing yet.
+    #[cfg(feature = "sim")]
+    pub(crate) fn pause_gate(self, gate: watch::Receiver<bool>) -> Self {
+        drop(gate);
+        self
+    }
+
     /// Validate the configuration, bind the listener and start the node's tasks.
     pub async fn start(self) -> Result<NodeHandle, NodeError> {
         let cfg = self.config;
