@@ -45,9 +45,13 @@
 //!   simulated time; messages are delivered at tick boundaries.
 //! - **Clocks.** A node's wall clock shows [`BASE_EPOCH`] plus its own offset
 //!   ([`NodeSpec::clock_behind`]) plus the simulated time, so start times, which decide
-//!   seniority, are exact. Snapshots show them relative to [`BASE_EPOCH`].
+//!   seniority, are exact. Snapshots show them relative to [`BASE_EPOCH`]. A node's
+//!   monotonic clock, which times its rounds, deadlines and leases, may run fast or slow
+//!   ([`NodeSpec::clock_rate`], e.g. `1.04`); the trace keeps real (simulated) time.
 //! - **Lifecycle.** [`Cluster::start`], [`Cluster::crash`] (`kill -9`: tasks stop, port
-//!   closed), [`Cluster::stop`] (graceful leave, as on SIGTERM), [`Cluster::restart`].
+//!   closed), [`Cluster::stop`] (graceful leave, as on SIGTERM), [`Cluster::restart`],
+//!   [`Cluster::pause`] and [`Cluster::resume`] (SIGSTOP and SIGCONT: the node does
+//!   nothing while its clocks run on; requests to it wait).
 //! - **Network.** Latency and jitter per link ([`ClusterBuilder::latency`],
 //!   [`Cluster::set_link_latency`]), symmetric and one-way partitions
 //!   ([`Cluster::partition`], [`Cluster::partition_oneway`], [`Cluster::heal`]) and
@@ -75,7 +79,7 @@
 //!   [`Cluster::most_senior`]: instant reads.
 //! - [`Cluster::leader_changes`]: every change with its simulated time, node, previous
 //!   and new leader and term, recorded by a `LeaderChanged` handler on every node.
-//! - [`Cluster::trace`]: everything in order — starts, crashes, leader changes, members
+//! - [`Cluster::trace`]: everything in order — starts, crashes, pauses, leader changes, members
 //!   added and removed, network changes, and ground truth from the network: the first
 //!   answer each node read from each peer ([`TraceEvent::FirstHeard`]).
 //! - [`Cluster::messages_sent`]: requests each node sent (its metrics).

@@ -10,6 +10,8 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
+use tokio::sync::watch;
+
 use crate::config::Config;
 use crate::node::{NodeError, NodeHandle};
 use crate::sim::clock::{relative_ms, SimClock};
@@ -43,6 +45,7 @@ struct Slot {
     name: String,
     addr: String,
     clock: SimClock,
+    clock_rate: f64,
     config: Config,
     /// Known to turmoil (started at least once).
     registered: bool,
@@ -51,6 +54,8 @@ struct Slot {
     starts: Rc<Cell<u32>>,
     /// Filled by the host software, one per run.
     incarnations: Rc<RefCell<Vec<Incarnation>>>,
+    /// The pause gate every incarnation of the node watches: `true` while paused.
+    pause: Rc<watch::Sender<bool>>,
 }
 
 /// A simulated cluster of real les nodes. See the [module docs](crate::sim).
@@ -139,10 +144,11 @@ impl Cluster {
     pub fn start(&mut self, name: &str) {
         let i = self.index(name);
         let slot = &self.nodes[i];
-        if matches!(slot.status, NodeStatus::Up | NodeStatus::Leaving) {
+        if Self::runs(slot.status) {
             panic!("les::sim: cannot start {name}: it is running");
         }
         slot.starts.set(slot.starts.get() + 1);
+        slot.pause.send_replace(false);
         if slot.registered {
             self.sim.bounce(name);
         } else {
@@ -152,6 +158,8 @@ impl Cluster {
                 seed: self.seed,
                 config: slot.config.clone(),
                 clock: slot.clock,
+                clock_rate: slot.clock_rate,
+                pause: slot.pause.clone(),
                 shared: self.shared.clone(),
                 starts: slot.starts.clone(),
                 incarnations: slot.incarnations.clone(),
@@ -245,6 +253,52 @@ impl Cluster {
         self.start(name);
     }
 
+    /// Freeze node `name`, as `kill -STOP` does: while paused its protocol loop processes
+    /// nothing (no rounds, no answers read, no leases or promises checked), its HTTP
+    /// server answers nothing (requests to it wait, as on a stopped process whose kernel
+    /// still accepts connections, until their callers' deadlines) and no hook call
+    /// starts. Its clocks keep running, so on [`Cluster::resume`] it finds that time has
+    /// passed, as a real process does after SIGCONT. A paused node is not
+    /// [`Cluster::up`]; it can be crashed (and restarted), not stopped.
+    ///
+    /// # Panics
+    /// If the node is not up.
+    #[track_caller]
+    pub fn pause(&mut self, name: &str) {
+        self.set_paused(name, true);
+    }
+
+    /// Let a paused node run again (SIGCONT): it carries on from where it was frozen.
+    ///
+    /// # Panics
+    /// If the node is not paused.
+    #[track_caller]
+    pub fn resume(&mut self, name: &str) {
+        self.set_paused(name, false);
+    }
+
+    #[track_caller]
+    fn set_paused(&mut self, name: &str, paused: bool) {
+        let i = self.index(name);
+        let (from, to) = if paused {
+            (NodeStatus::Up, NodeStatus::Paused)
+        } else {
+            (NodeStatus::Paused, NodeStatus::Up)
+        };
+        if self.nodes[i].status != from {
+            let verb = if paused { "pause" } else { "resume" };
+            panic!("les::sim: cannot {verb} {name}: it is not {from}");
+        }
+        self.nodes[i].pause.send_replace(paused);
+        self.nodes[i].status = to;
+        let node = name.to_string();
+        self.journal(if paused {
+            TraceEvent::Paused { node }
+        } else {
+            TraceEvent::Resumed { node }
+        });
+    }
+
     // ----- running -----
 
     /// Advance the simulation by one tick.
@@ -305,10 +359,17 @@ impl Cluster {
         self.slot(name).status
     }
 
-    /// Whether the node's software is running (up or leaving).
+    /// Whether the node's software is running (up, paused or leaving).
     #[track_caller]
     pub fn is_running(&self, name: &str) -> bool {
-        matches!(self.status(name), NodeStatus::Up | NodeStatus::Leaving)
+        Self::runs(self.status(name))
+    }
+
+    fn runs(status: NodeStatus) -> bool {
+        matches!(
+            status,
+            NodeStatus::Up | NodeStatus::Paused | NodeStatus::Leaving
+        )
     }
 
     /// Names of the nodes that are up (running, not leaving).

@@ -5,6 +5,8 @@ use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::sync::Arc;
 
+use tokio::sync::watch;
+
 use crate::config::Config;
 use crate::core::Action;
 use crate::hooks::{HookError, LeaderChange, LeaderChanged};
@@ -33,6 +35,10 @@ pub(crate) struct HostSoftware {
     pub(crate) seed: u64,
     pub(crate) config: Config,
     pub(crate) clock: SimClock,
+    /// Rate of the node's monotonic clock (see [`crate::sim::NodeSpec::clock_rate`]).
+    pub(crate) clock_rate: f64,
+    /// `true` while the node is paused (see [`crate::sim::Cluster::pause`]).
+    pub(crate) pause: Rc<watch::Sender<bool>>,
     pub(crate) shared: Arc<Shared>,
     pub(crate) starts: Rc<Cell<u32>>,
     pub(crate) incarnations: Rc<RefCell<Vec<Incarnation>>>,
@@ -63,6 +69,8 @@ impl HostSoftware {
                 self.shared.clone(),
             ))
             .clock(self.clock)
+            .clock_rate(self.clock_rate)
+            .pause_gate(self.pause.subscribe())
             .rng_seed(mix(self.seed, self.index as u64, incarnation as u64))
             .on_leader_change(Recorder {
                 shared: self.shared.clone(),

@@ -20,6 +20,8 @@ pub enum NodeStatus {
     NotStarted,
     /// Running.
     Up,
+    /// Frozen (SIGSTOP): see [`crate::sim::Cluster::pause`].
+    Paused,
     /// A graceful stop is under way.
     Leaving,
     /// Killed without a goodbye.
@@ -33,6 +35,7 @@ impl fmt::Display for NodeStatus {
         f.write_str(match self {
             NodeStatus::NotStarted => "not started",
             NodeStatus::Up => "up",
+            NodeStatus::Paused => "paused",
             NodeStatus::Leaving => "leaving",
             NodeStatus::Crashed => "crashed",
             NodeStatus::Stopped => "stopped",

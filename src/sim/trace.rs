@@ -21,6 +21,10 @@ pub enum TraceEvent {
     },
     /// The node was killed: no goodbye, its port is closed.
     Crashed { node: String },
+    /// The node was frozen (SIGSTOP): it does nothing until [`TraceEvent::Resumed`].
+    Paused { node: String },
+    /// The frozen node runs again (SIGCONT).
+    Resumed { node: String },
     /// A graceful stop was requested: the node gives up leadership and says goodbye.
     Leaving { node: String },
     /// The graceful stop finished: the node's software has ended.

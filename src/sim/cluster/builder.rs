@@ -7,6 +7,8 @@ use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use super::{Cluster, Slot, PORT, SEED_ENV};
+use tokio::sync::watch;
+
 use crate::config::Config;
 use crate::sim::clock::{SimClock, BASE_EPOCH};
 use crate::sim::net::Shared;
@@ -30,6 +32,7 @@ type Configure = Box<dyn Fn(&mut Config)>;
 pub struct NodeSpec {
     name: String,
     clock_offset_ms: i64,
+    clock_rate: f64,
     seeds: Option<Vec<String>>,
     configure: Vec<Configure>,
 }
@@ -39,6 +42,7 @@ impl std::fmt::Debug for NodeSpec {
         f.debug_struct("NodeSpec")
             .field("name", &self.name)
             .field("clock_offset_ms", &self.clock_offset_ms)
+            .field("clock_rate", &self.clock_rate)
             .field("seeds", &self.seeds)
             .finish_non_exhaustive()
     }
@@ -51,6 +55,7 @@ impl NodeSpec {
         NodeSpec {
             name: name.into(),
             clock_offset_ms: 0,
+            clock_rate: 1.0,
             seeds: None,
             configure: Vec::new(),
         }
@@ -66,6 +71,27 @@ impl NodeSpec {
     /// so it looks more senior than it is).
     pub fn clock_behind(mut self, offset: Duration) -> Self {
         self.clock_offset_ms = -(offset.as_millis() as i64);
+        self
+    }
+
+    /// This node's monotonic clock runs at `rate` times real (simulated) time, e.g. `0.96`
+    /// to `1.04` for a machine whose oscillator is 4 % slow or fast. Everything the node
+    /// times runs on it: its rounds, request deadlines, suspicion and hold-off periods,
+    /// and in quorum mode its lease and its promises. Its wall clock, which only sets its
+    /// start time (seniority), does not drift: offset it with [`NodeSpec::clock_ahead`]
+    /// or [`NodeSpec::clock_behind`]. Simulated time, and so every time in the trace and
+    /// the snapshot, stays real time. Default `1.0`.
+    ///
+    /// # Panics
+    /// If `rate` is not a finite number above zero.
+    #[track_caller]
+    pub fn clock_rate(mut self, rate: f64) -> Self {
+        assert!(
+            rate.is_finite() && rate > 0.0,
+            "les::sim: clock rate {rate} of {} is not a positive number",
+            self.name
+        );
+        self.clock_rate = rate;
         self
     }
 
@@ -197,11 +223,13 @@ impl ClusterBuilder {
                 clock: SimClock {
                     at_zero: BASE_EPOCH + spec.clock_offset_ms as f64 / 1000.0,
                 },
+                clock_rate: spec.clock_rate,
                 config,
                 registered: false,
                 status: NodeStatus::NotStarted,
                 starts: Rc::default(),
                 incarnations: Rc::default(),
+                pause: Rc::new(watch::channel(false).0),
             });
         }
         shared.journal().set_names(
