@@ -82,6 +82,9 @@
 //! - [`Cluster::trace`]: everything in order — starts, crashes, pauses, leader changes, members
 //!   added and removed, network changes, and ground truth from the network: the first
 //!   answer each node read from each peer ([`TraceEvent::FirstHeard`]).
+//! - [`Cluster::acting_spans`]: who acted as leader when, from each node's own
+//!   observations (see [`ActingSpan`]); [`first_overlap`] finds two leaders acting at
+//!   the same instant.
 //! - [`Cluster::messages_sent`]: requests each node sent (its metrics).
 //!
 //! # Determinism and replay
@@ -100,6 +103,7 @@
 //! [`Cluster::run_until`] and [`Cluster::run_until_agreed`] return as soon as their
 //! condition holds.
 
+mod acting;
 mod clock;
 mod cluster;
 mod host;
@@ -107,6 +111,7 @@ mod net;
 mod snapshot;
 mod trace;
 
+pub use acting::{acting_spans, first_overlap, ActingSpan};
 pub use clock::{SimClock, BASE_EPOCH};
 pub use cluster::{replay_hint, Cluster, ClusterBuilder, NodeSpec, PORT, SEED_ENV};
 pub use net::{SimStream, TurmoilNetwork};

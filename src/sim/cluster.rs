@@ -483,6 +483,12 @@ impl Cluster {
             .collect()
     }
 
+    /// Every span of time during which a node acted as leader, in order of start: see
+    /// [`crate::sim::ActingSpan`].
+    pub fn acting_spans(&self) -> Vec<crate::sim::ActingSpan> {
+        crate::sim::acting_spans(&self.trace())
+    }
+
     /// Node `name`'s `/diag/` document, if it is up. Advances the simulation by at least
     /// one tick: the node's own loop answers.
     #[track_caller]

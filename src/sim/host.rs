@@ -77,7 +77,7 @@ impl HostSoftware {
                 node: self.name.clone(),
                 incarnation,
             })
-            .observe(membership_observer(
+            .observe(action_observer(
                 self.shared.clone(),
                 self.name.clone(),
                 incarnation,
@@ -127,8 +127,9 @@ impl LeaderChanged for Recorder {
     }
 }
 
-/// Writes the membership actions of one node incarnation's core to the trace.
-fn membership_observer(shared: Arc<Shared>, node: String, incarnation: u32) -> ActionObserver {
+/// Writes the membership actions and leadership decisions of one node incarnation's core
+/// to the trace.
+fn action_observer(shared: Arc<Shared>, node: String, incarnation: u32) -> ActionObserver {
     Arc::new(move |action: &Action| {
         let mut journal = shared.journal();
         let event = match action {
@@ -143,6 +144,14 @@ fn membership_observer(shared: Arc<Shared>, node: String, incarnation: u32) -> A
                 member: journal.name_of(addr),
                 reason: reason.to_string(),
             },
+            Action::LeaderChanged(change) if change.gained() != change.lost() => {
+                TraceEvent::Leading {
+                    node: node.clone(),
+                    incarnation,
+                    leading: change.gained(),
+                    term: change.term,
+                }
+            }
             _ => return,
         };
         journal.push(sim_now(), event);

@@ -29,6 +29,15 @@ pub enum TraceEvent {
     Leaving { node: String },
     /// The graceful stop finished: the node's software has ended.
     Stopped { node: String },
+    /// The node's core started (`leading: true`) or stopped leading: what
+    /// `NodeHandle::is_leader` shows from this instant. Its `LeaderChanged` handler
+    /// hears of it at the same instant or, if busy or paused, later.
+    Leading {
+        node: String,
+        incarnation: u32,
+        leading: bool,
+        term: u64,
+    },
     /// The node's `LeaderChanged` handler was called.
     LeaderChanged {
         node: String,
