@@ -144,6 +144,11 @@ fn action_observer(shared: Arc<Shared>, node: String, incarnation: u32) -> Actio
                 member: journal.name_of(addr),
                 reason: reason.to_string(),
             },
+            Action::StartTimeChanged { start_time } => TraceEvent::StartTimeChanged {
+                node: node.clone(),
+                incarnation,
+                start_time_ms: relative_ms(*start_time),
+            },
             Action::LeaderChanged(change) if change.gained() != change.lost() => {
                 TraceEvent::Leading {
                     node: node.clone(),
