@@ -44,6 +44,19 @@ fn every_quorum_schedule_runs_to_the_end() {
 }
 
 fn all_ran(runs: &[Run]) {
+    // For whoever budgets the suite's time (`--nocapture`): simulated time per run.
+    let simulated: Vec<u128> = runs
+        .iter()
+        .filter_map(|r| r.trace.last().map(|e| e.at.as_millis()))
+        .collect();
+    let total: u128 = simulated.iter().sum();
+    println!(
+        "{} runs, {:.0} s simulated in all, {:.1} s on average, {:.1} s at most",
+        runs.len(),
+        total as f64 / 1000.0,
+        total as f64 / 1000.0 / simulated.len().max(1) as f64,
+        simulated.iter().max().copied().unwrap_or(0) as f64 / 1000.0
+    );
     let broken: Vec<String> = runs
         .iter()
         .filter_map(|r| {
