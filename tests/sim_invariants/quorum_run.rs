@@ -2,16 +2,13 @@
 //! heal with a quorum up and connected, then watching for one acting leader that every
 //! up node follows, and for how long it lasts.
 
-use std::collections::BTreeMap;
 use std::sync::OnceLock;
 use std::time::Duration;
 
 use les::config::Config;
-use les::sim::{ActingSpan, Cluster, TraceEvent};
+use les::sim::{ActingSpan, Cluster};
 
-use crate::run::{
-    build, heal_all, play, run_all, run_catching, seeds, Ending, Incarnation, Run, Samples,
-};
+use crate::run::{build, heal_all, play, run_all, run_catching, seeds, Ending, Run, Samples};
 use crate::schedule::Schedule;
 
 /// Environment variable: how many quorum-mode schedules to run (default
@@ -97,32 +94,4 @@ pub fn execute_quorum(schedule: &Schedule) -> Run {
 fn quorum_up(sim: &Cluster, schedule: &Schedule) -> bool {
     let up = sim.up();
     up.len() >= schedule.quorum && up.iter().any(|n| schedule.witness.as_ref() != Some(n))
-}
-
-/// When each node incarnation ran: from its start to its crash or stop (`None`: to the
-/// end of the run).
-pub fn lifetimes(run: &Run) -> BTreeMap<Incarnation, (Duration, Option<Duration>)> {
-    let mut lives: BTreeMap<Incarnation, (Duration, Option<Duration>)> = BTreeMap::new();
-    let mut current: BTreeMap<&str, Incarnation> = BTreeMap::new();
-    for e in &run.trace {
-        match &e.event {
-            TraceEvent::Started {
-                node, incarnation, ..
-            } => {
-                let key = (node.clone(), *incarnation);
-                lives.insert(key.clone(), (e.at, None));
-                current.insert(node, key);
-            }
-            TraceEvent::Crashed { node } | TraceEvent::Stopped { node } => {
-                if let Some(life) = current
-                    .remove(node.as_str())
-                    .and_then(|k| lives.get_mut(&k))
-                {
-                    life.1 = Some(e.at);
-                }
-            }
-            _ => {}
-        }
-    }
-    lives
 }
