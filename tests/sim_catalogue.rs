@@ -403,10 +403,10 @@ fn a_one_way_link_from_the_start() {
         sim.run_for(secs(1));
     }
     sim.run_for(secs(15));
-    // n3 never hears from n1, so it never adds it (rule 3), but it follows n1 on the
-    // word of n2, a more senior member that names n1: the views are not split.
+    // n3 never hears from n1, so it never adds it (rule 3); but n2, more senior than
+    // n3, follows n1, so n3 follows n1 on n2's word: one view of the leader, not two.
     for name in ["n1", "n2", "n3"] {
-        assert_eq!(sim.leader(name).as_deref(), Some("n1"), "{name} follows n1");
+        assert_eq!(sim.leader(name).as_deref(), Some("n1"), "{name}");
     }
     insta::assert_snapshot!(sim.snapshot());
     sim.heal();
