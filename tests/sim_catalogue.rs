@@ -254,7 +254,7 @@ fn partition_two_one_then_heal() {
 /// do); after the heal n2 keeps the lead and n1 follows it.
 #[test]
 fn quorum_partition_two_one_then_heal() {
-    let mut sim = quorum_cluster(3, 2);
+    let mut sim = quorum_cluster(3, 2, &[]);
     agree_on(&mut sim, "n1");
     let checks = partition_then_heal(&mut sim, &["n1"], &["n2", "n3"]);
     insta::assert_snapshot!(checks.story(&mut sim));
@@ -266,7 +266,7 @@ fn quorum_partition_two_one_then_heal() {
 /// n3 keeps the lead.
 #[test]
 fn quorum_partition_of_the_leader_and_a_follower_then_heal() {
-    let mut sim = quorum_cluster(5, 3);
+    let mut sim = quorum_cluster(5, 3, &[]);
     agree_on(&mut sim, "n1");
     let checks = partition_then_heal(&mut sim, &["n1", "n2"], &["n3", "n4", "n5"]);
     insta::assert_snapshot!(checks.story(&mut sim));
@@ -278,7 +278,7 @@ fn quorum_partition_of_the_leader_and_a_follower_then_heal() {
 /// it stops acting at once, without a moment as a second leader, and follows n2.
 #[test]
 fn quorum_the_leader_paused_longer_than_its_lease() {
-    let mut sim = quorum_cluster(3, 2);
+    let mut sim = quorum_cluster(3, 2, &["n1"]);
     agree_on(&mut sim, "n1");
     let lease = sim.config("n1").lease;
     sim.pause("n1");

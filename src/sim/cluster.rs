@@ -46,6 +46,8 @@ struct Slot {
     addr: String,
     clock: SimClock,
     clock_rate: f64,
+    /// Runs behind a pause gate ([`NodeSpec::pausable`]).
+    pausable: bool,
     config: Config,
     /// Known to turmoil (started at least once).
     registered: bool,
@@ -159,6 +161,7 @@ impl Cluster {
                 config: slot.config.clone(),
                 clock: slot.clock,
                 clock_rate: slot.clock_rate,
+                pausable: slot.pausable,
                 pause: slot.pause.clone(),
                 shared: self.shared.clone(),
                 starts: slot.starts.clone(),
@@ -262,7 +265,7 @@ impl Cluster {
     /// [`Cluster::up`]; it can be crashed (and restarted), not stopped.
     ///
     /// # Panics
-    /// If the node is not up.
+    /// If the node is not up, or was not built [`NodeSpec::pausable`].
     #[track_caller]
     pub fn pause(&mut self, name: &str) {
         self.set_paused(name, true);
@@ -285,6 +288,9 @@ impl Cluster {
         } else {
             (NodeStatus::Paused, NodeStatus::Up)
         };
+        if !self.nodes[i].pausable {
+            panic!("les::sim: cannot pause {name}: build it with NodeSpec::pausable");
+        }
         if self.nodes[i].status != from {
             let verb = if paused { "pause" } else { "resume" };
             panic!("les::sim: cannot {verb} {name}: it is not {from}");

@@ -39,6 +39,8 @@ pub(crate) struct HostSoftware {
     pub(crate) clock_rate: f64,
     /// `true` while the node is paused (see [`crate::sim::Cluster::pause`]).
     pub(crate) pause: Rc<watch::Sender<bool>>,
+    /// Whether the node runs behind the pause gate at all.
+    pub(crate) pausable: bool,
     pub(crate) shared: Arc<Shared>,
     pub(crate) starts: Rc<Cell<u32>>,
     pub(crate) incarnations: Rc<RefCell<Vec<Incarnation>>>,
@@ -62,7 +64,7 @@ impl HostSoftware {
                 },
             );
         }
-        let handle = Node::builder(self.config.clone())
+        let builder = Node::builder(self.config.clone())
             .network(TurmoilNetwork::for_node(
                 &self.name,
                 incarnation,
@@ -70,7 +72,6 @@ impl HostSoftware {
             ))
             .clock(self.clock)
             .clock_rate(self.clock_rate)
-            .pause_gate(self.pause.subscribe())
             .rng_seed(mix(self.seed, self.index as u64, incarnation as u64))
             .on_leader_change(Recorder {
                 shared: self.shared.clone(),
@@ -81,9 +82,13 @@ impl HostSoftware {
                 self.shared.clone(),
                 self.name.clone(),
                 incarnation,
-            ))
-            .start()
-            .await?;
+            ));
+        let builder = if self.pausable {
+            builder.pause_gate(self.pause.subscribe())
+        } else {
+            builder
+        };
+        let handle = builder.start().await?;
         self.incarnations.borrow_mut().push(Incarnation {
             start_no,
             number: incarnation,

@@ -8,7 +8,7 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use les::sim::{first_overlap, ActingSpan, Cluster};
+use les::sim::{first_overlap, ActingSpan, Cluster, NodeSpec};
 
 /// The bound on clock rates the core assumes (ρ): a follower's promise lasts
 /// `lease × (1+ρ)/(1−ρ)` on its clock.
@@ -26,14 +26,18 @@ pub fn detection_period(sim: &Cluster) -> Duration {
 }
 
 /// `n` nodes `n1`..`nn` in quorum mode with `quorum`, started one second apart (`n1`
-/// first), then run until they agree.
-pub fn quorum_cluster(n: usize, quorum: usize) -> Cluster {
+/// first); the nodes named in `pausable` can be paused.
+pub fn quorum_cluster(n: usize, quorum: usize, pausable: &[&str]) -> Cluster {
     let names: Vec<String> = (1..=n).map(|i| format!("n{i}")).collect();
-    let mut sim = Cluster::builder()
+    let mut builder = Cluster::builder()
         .seed(1)
-        .configure(move |c| c.quorum = quorum)
-        .nodes(names.clone())
-        .build();
+        .configure(move |c| c.quorum = quorum);
+    for name in &names {
+        let spec = NodeSpec::new(name.clone());
+        let pause = pausable.contains(&name.as_str());
+        builder = builder.node(if pause { spec.pausable() } else { spec });
+    }
+    let mut sim = builder.build();
     for name in &names {
         sim.start(name);
         sim.run_for(Duration::from_secs(1));

@@ -247,6 +247,9 @@ pub fn build(schedule: &Schedule) -> Cluster {
         if schedule.witness.as_ref() == Some(name) {
             spec = spec.configure(|c| c.eligible = false);
         }
+        if (schedule.steps.iter()).any(|(f, _)| matches!(f, Fault::Pause(n, _) if n == name)) {
+            spec = spec.pausable();
+        }
         builder = builder.node(spec);
     }
     builder.build()

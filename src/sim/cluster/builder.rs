@@ -33,6 +33,7 @@ pub struct NodeSpec {
     name: String,
     clock_offset_ms: i64,
     clock_rate: f64,
+    pausable: bool,
     seeds: Option<Vec<String>>,
     configure: Vec<Configure>,
 }
@@ -56,6 +57,7 @@ impl NodeSpec {
             name: name.into(),
             clock_offset_ms: 0,
             clock_rate: 1.0,
+            pausable: false,
             seeds: None,
             configure: Vec::new(),
         }
@@ -92,6 +94,15 @@ impl NodeSpec {
             self.name
         );
         self.clock_rate = rate;
+        self
+    }
+
+    /// Let [`crate::sim::Cluster::pause`] freeze this node: it runs behind the runtime's
+    /// pause gate. Off by default, because the gate, as the runtime has it now, makes
+    /// some hook calls land a tick later from one run of a seed to the next: runs with
+    /// pausable nodes may not replay to the tick.
+    pub fn pausable(mut self) -> Self {
+        self.pausable = true;
         self
     }
 
@@ -224,6 +235,7 @@ impl ClusterBuilder {
                     at_zero: BASE_EPOCH + spec.clock_offset_ms as f64 / 1000.0,
                 },
                 clock_rate: spec.clock_rate,
+                pausable: spec.pausable,
                 config,
                 registered: false,
                 status: NodeStatus::NotStarted,
