@@ -51,7 +51,8 @@
 //! - **Lifecycle.** [`Cluster::start`], [`Cluster::crash`] (`kill -9`: tasks stop, port
 //!   closed), [`Cluster::stop`] (graceful leave, as on SIGTERM), [`Cluster::restart`],
 //!   [`Cluster::pause`] and [`Cluster::resume`] (SIGSTOP and SIGCONT: the node does
-//!   nothing while its clocks run on; requests to it wait).
+//!   nothing while its clocks run on; requests to it wait), for nodes built
+//!   [`NodeSpec::pausable`].
 //! - **Network.** Latency and jitter per link ([`ClusterBuilder::latency`],
 //!   [`Cluster::set_link_latency`]), symmetric and one-way partitions
 //!   ([`Cluster::partition`], [`Cluster::partition_oneway`], [`Cluster::heal`]) and
