@@ -45,9 +45,14 @@
 //!   simulated time; messages are delivered at tick boundaries.
 //! - **Clocks.** A node's wall clock shows [`BASE_EPOCH`] plus its own offset
 //!   ([`NodeSpec::clock_behind`]) plus the simulated time, so start times, which decide
-//!   seniority, are exact. Snapshots show them relative to [`BASE_EPOCH`].
+//!   seniority, are exact. Snapshots show them relative to [`BASE_EPOCH`]. A node's
+//!   monotonic clock, which times its rounds, deadlines and leases, may run fast or slow
+//!   ([`NodeSpec::clock_rate`], e.g. `1.04`); the trace keeps real (simulated) time.
 //! - **Lifecycle.** [`Cluster::start`], [`Cluster::crash`] (`kill -9`: tasks stop, port
-//!   closed), [`Cluster::stop`] (graceful leave, as on SIGTERM), [`Cluster::restart`].
+//!   closed), [`Cluster::stop`] (graceful leave, as on SIGTERM), [`Cluster::restart`],
+//!   [`Cluster::pause`] and [`Cluster::resume`] (SIGSTOP and SIGCONT: the node does
+//!   nothing while its clocks run on; requests to it wait), for nodes built
+//!   [`NodeSpec::pausable`].
 //! - **Network.** Latency and jitter per link ([`ClusterBuilder::latency`],
 //!   [`Cluster::set_link_latency`]), symmetric and one-way partitions
 //!   ([`Cluster::partition`], [`Cluster::partition_oneway`], [`Cluster::heal`]) and
@@ -75,9 +80,12 @@
 //!   [`Cluster::most_senior`]: instant reads.
 //! - [`Cluster::leader_changes`]: every change with its simulated time, node, previous
 //!   and new leader and term, recorded by a `LeaderChanged` handler on every node.
-//! - [`Cluster::trace`]: everything in order — starts, crashes, leader changes, members
+//! - [`Cluster::trace`]: everything in order — starts, crashes, pauses, leader changes, members
 //!   added and removed, network changes, and ground truth from the network: the first
 //!   answer each node read from each peer ([`TraceEvent::FirstHeard`]).
+//! - [`Cluster::acting_spans`]: who acted as leader when, from each node's own
+//!   observations (see [`ActingSpan`]); [`first_overlap`] finds two leaders acting at
+//!   the same instant.
 //! - [`Cluster::messages_sent`]: requests each node sent (its metrics).
 //!
 //! # Determinism and replay
@@ -96,12 +104,17 @@
 //! [`Cluster::run_until`] and [`Cluster::run_until_agreed`] return as soon as their
 //! condition holds.
 
+mod acting;
+mod clock;
 mod cluster;
+mod host;
 mod net;
 mod snapshot;
 mod trace;
 
-pub use cluster::{replay_hint, Cluster, ClusterBuilder, NodeSpec, BASE_EPOCH, PORT, SEED_ENV};
-pub use net::{SimClock, SimStream, TurmoilNetwork};
+pub use acting::{acting_spans, first_overlap, ActingSpan};
+pub use clock::{SimClock, BASE_EPOCH};
+pub use cluster::{replay_hint, Cluster, ClusterBuilder, NodeSpec, PORT, SEED_ENV};
+pub use net::{SimStream, TurmoilNetwork};
 pub use snapshot::{NodeStatus, NodeView, Snapshot};
 pub use trace::{LeaderChangeRecord, TraceEntry, TraceEvent};

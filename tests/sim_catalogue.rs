@@ -10,6 +10,11 @@ use std::time::Duration;
 
 use les::sim::{Cluster, NodeSpec, NodeStatus, Snapshot};
 
+#[path = "sim_catalogue/checks.rs"]
+mod checks;
+
+use checks::{detection_period, longest_split, quorum_cluster, Checks};
+
 fn secs(n: u64) -> Duration {
     Duration::from_secs(n)
 }
@@ -193,32 +198,152 @@ fn the_old_leader_restarts_and_rejoins_as_a_follower() {
 
 // 5. Partitions.
 
+/// Cut `minority` (the leader n1 among them) off from `majority` for 10 s, during which
+/// the majority must follow its first node; heal; then that node must keep the lead,
+/// n1 must not get it back, and no node may change leader more than once. In quorum
+/// mode, also: no node of the minority acts during the cut, and never two leaders.
+fn partition_then_heal(sim: &mut Cluster, minority: &[&str], majority: &[&str]) -> Checks {
+    let quorum = sim.config("n1").quorum > 1;
+    let successor = majority[0];
+    sim.partition(&[minority, majority]);
+    sim.run_for(secs(10));
+    let mut checks = Checks::default();
+    if quorum {
+        checks.check(
+            format!(
+                "during the partition no node of {} acts",
+                minority.join(", ")
+            ),
+            !minority
+                .iter()
+                .any(|n| sim.leader(n).as_deref() == Some(*n)),
+        );
+    } else {
+        checks.check(
+            "without quorum mode n1 leads its side too (the known limit)",
+            sim.leader("n1").as_deref() == Some("n1"),
+        );
+    }
+    checks.all_follow_among(sim, successor, majority);
+    sim.heal();
+    let healed_at = sim.now();
+    sim.run_until_agreed(AGREE_WITHIN);
+    sim.run_for(secs(3));
+    checks.all_follow(sim, successor);
+    checks.no_move_back(sim, "n1", healed_at);
+    if quorum {
+        checks.one_acting_leader_at_a_time(sim);
+    }
+    checks
+}
+
+/// Default mode: the leader is cut off alone for 10 s. Each side leads itself (without
+/// quorum mode two leaders are possible: the known limit of LES), but n1, having lost
+/// contact with the majority of the nodes it knew, takes a new start time: after the
+/// heal it is the most junior and n2 keeps the lead.
 #[test]
 fn partition_two_one_then_heal() {
     let mut sim = three_staggered();
-    // The leader ends up alone.
-    sim.partition(&[&["n1"], &["n2", "n3"]]);
-    sim.run_for(secs(10));
-    // Each side elects (a known limit of LES): the majority side picks n2, and n1, which
-    // lost all its peers, leads alone.
-    assert_eq!(sim.leader("n1").as_deref(), Some("n1"));
-    assert_eq!(sim.leader("n2").as_deref(), Some("n2"));
-    assert_eq!(sim.leader("n3").as_deref(), Some("n2"));
-    // n1 lost contact with most of the cluster, so it took a new start time: after the
-    // heal it joins as junior and n2 keeps leading. Only n1 changes leader, once.
-    let healed = sim.now();
-    sim.heal();
-    let snapshot = settled(&mut sim, "n2");
-    let after: Vec<_> = sim
-        .leader_changes()
-        .into_iter()
-        .filter(|c| c.at_ms > healed.as_millis() as u64)
-        .collect();
-    assert!(
-        after.len() == 1 && after[0].node == "n1" && after[0].to.as_deref() == Some("n2"),
-        "one change for the heal, on n1: {after:?}"
+    let checks = partition_then_heal(&mut sim, &["n1"], &["n2", "n3"]);
+    insta::assert_snapshot!(checks.story(&mut sim));
+    checks.assert_all(&sim);
+}
+
+/// Quorum mode, quorum 2 of 3: the leader cut off alone for 10 s cannot reach a quorum
+/// and stops acting before n2 starts (its lease runs out before the followers' promises
+/// do); after the heal n2 keeps the lead and n1 follows it.
+#[test]
+fn quorum_partition_two_one_then_heal() {
+    let mut sim = quorum_cluster(3, 2, &[]);
+    agree_on(&mut sim, "n1");
+    let checks = partition_then_heal(&mut sim, &["n1"], &["n2", "n3"]);
+    insta::assert_snapshot!(checks.story(&mut sim));
+    checks.assert_all(&sim);
+}
+
+/// Quorum mode, quorum 3 of 5: the leader and one follower are cut off for 10 s. Two
+/// nodes are no quorum: neither acts, while n3 leads the three others; after the heal
+/// n3 keeps the lead.
+#[test]
+fn quorum_partition_of_the_leader_and_a_follower_then_heal() {
+    let mut sim = quorum_cluster(5, 3, &[]);
+    agree_on(&mut sim, "n1");
+    let checks = partition_then_heal(&mut sim, &["n1", "n2"], &["n3", "n4", "n5"]);
+    insta::assert_snapshot!(checks.story(&mut sim));
+    checks.assert_all(&sim);
+}
+
+/// Quorum mode: the leader is paused (SIGSTOP) for twice its lease. The others elect n2
+/// once their promises to n1 have run out; when n1 resumes its lease has run out too, so
+/// it stops acting at once, without a moment as a second leader, and follows n2.
+#[test]
+fn quorum_the_leader_paused_longer_than_its_lease() {
+    let mut sim = quorum_cluster(3, 2, &["n1"]);
+    agree_on(&mut sim, "n1");
+    let lease = sim.config("n1").lease;
+    sim.pause("n1");
+    sim.run_for(lease * 2);
+    let mut checks = Checks::default();
+    checks.all_follow_among(&sim, "n2", &["n2", "n3"]);
+    sim.resume("n1");
+    let resumed_at = sim.now();
+    sim.run_until_agreed(AGREE_WITHIN);
+    sim.run_for(secs(3));
+    let acted_after = sim
+        .acting_spans()
+        .iter()
+        .any(|s| s.node == "n1" && s.from >= resumed_at && s.until != Some(s.from));
+    checks.check(
+        "n1 did not act after it resumed (its lease had run out)",
+        !acted_after,
     );
-    insta::assert_snapshot!(snapshot);
+    checks.all_follow(&sim, "n2");
+    checks.no_move_back(&sim, "n1", resumed_at);
+    checks.one_acting_leader_at_a_time(&sim);
+    insta::assert_snapshot!(checks.story(&mut sim));
+    checks.assert_all(&sim);
+}
+
+/// Quorum mode: n3 cannot reach n1 from the first moment (n1 reaches n3). n3 never adds
+/// n1, but the views must not stay split — n3 naming one leader while n1 and n2 name
+/// another — for longer than a detection period.
+#[test]
+fn quorum_a_one_way_link_from_the_start() {
+    let mut sim = Cluster::builder()
+        .seed(1)
+        .configure(|c| c.quorum = 2)
+        .nodes(["n1", "n2", "n3"])
+        .build();
+    sim.partition_oneway("n3", "n1");
+    for name in ["n1", "n2", "n3"] {
+        sim.start(name);
+        sim.run_for(secs(1));
+    }
+    let detection = detection_period(&sim);
+    let split = longest_split(&mut sim, secs(15));
+    let mut checks = Checks::default();
+    checks.check(
+        format!("split views lasted {split:?} at most, within a detection period ({detection:?})"),
+        split <= detection,
+    );
+    let leader = sim.leader("n2");
+    let acts = leader
+        .as_deref()
+        .is_some_and(|l| sim.leader(l).as_deref() == Some(l));
+    checks.check(
+        format!("n1 and n2 follow one acting leader ({leader:?})"),
+        acts && sim.leader("n1") == leader,
+    );
+    checks.check(
+        "n3 follows the same leader or none",
+        sim.leader("n3").is_none() || sim.leader("n3") == leader,
+    );
+    checks.one_acting_leader_at_a_time(&sim);
+    insta::assert_snapshot!(checks.story(&mut sim));
+    checks.assert_all(&sim);
+    sim.heal();
+    sim.run_until_agreed(AGREE_WITHIN)
+        .expect("agreement once healed");
 }
 
 #[test]

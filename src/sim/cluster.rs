@@ -8,24 +8,27 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
+
+use tokio::sync::watch;
 
 use crate::config::Config;
-use crate::net::WallClock;
-use crate::node::{Node, NodeError, NodeHandle};
-use crate::sim::net::{Shared, SimClock, TurmoilNetwork};
+use crate::node::{NodeError, NodeHandle};
+use crate::sim::clock::{relative_ms, SimClock, BASE_EPOCH};
+use crate::sim::host::{HostSoftware, Incarnation};
+use crate::sim::net::Shared;
 use crate::sim::snapshot::{NodeStatus, NodeView, Snapshot};
-use crate::sim::trace::{
-    membership_observer, LeaderChangeRecord, Recorder, TraceEntry, TraceEvent,
-};
+use crate::sim::trace::{LeaderChangeRecord, TraceEntry, TraceEvent};
 use crate::wire::Diag;
+
+mod builder;
+mod network;
+
+use builder::SimGuard;
+pub use builder::{ClusterBuilder, NodeSpec};
 
 /// Environment variable that overrides every [`ClusterBuilder::seed`], to replay a run.
 pub const SEED_ENV: &str = "LES_SIM_SEED";
-
-/// Epoch seconds every node's clock shows at simulated time zero, before its own offset
-/// (2023-11-14 22:13:20 UTC). Start times in snapshots are relative to it.
-pub const BASE_EPOCH: f64 = 1_700_000_000.0;
 
 /// The port every simulated node listens on; node `n1` is reached at `n1:4000`.
 pub const PORT: u16 = 4000;
@@ -37,223 +40,14 @@ const STOP_LIMIT: Duration = Duration::from_secs(30);
 /// Most ticks spent waiting for nodes to answer a `/diag/` request.
 const DIAG_TICKS: usize = 100;
 
-type Configure = Box<dyn Fn(&mut Config)>;
-
-/// One node of a simulated cluster, before it is built.
-///
-/// ```
-/// use std::time::Duration;
-/// use les::sim::NodeSpec;
-///
-/// // n4's clock is an hour behind; it knows only n1 and n2 at first; it never leads.
-/// let n4 = NodeSpec::new("n4")
-///     .clock_behind(Duration::from_secs(3600))
-///     .seeds(["n1", "n2"])
-///     .configure(|c| c.eligible = false);
-/// # let _ = n4;
-/// ```
-pub struct NodeSpec {
-    name: String,
-    clock_offset_ms: i64,
-    seeds: Option<Vec<String>>,
-    configure: Vec<Configure>,
-}
-
-impl std::fmt::Debug for NodeSpec {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NodeSpec")
-            .field("name", &self.name)
-            .field("clock_offset_ms", &self.clock_offset_ms)
-            .field("seeds", &self.seeds)
-            .finish_non_exhaustive()
-    }
-}
-
-impl NodeSpec {
-    /// A node named `name`: a host name made of letters, digits, `-`, `.` and `_`. Its
-    /// address (and identity) is `name:4000`.
-    pub fn new(name: impl Into<String>) -> Self {
-        NodeSpec {
-            name: name.into(),
-            clock_offset_ms: 0,
-            seeds: None,
-            configure: Vec::new(),
-        }
-    }
-
-    /// This node's clock runs `offset` ahead of the base clock (its start times are later).
-    pub fn clock_ahead(mut self, offset: Duration) -> Self {
-        self.clock_offset_ms = offset.as_millis() as i64;
-        self
-    }
-
-    /// This node's clock runs `offset` behind the base clock (its start times are earlier,
-    /// so it looks more senior than it is).
-    pub fn clock_behind(mut self, offset: Duration) -> Self {
-        self.clock_offset_ms = -(offset.as_millis() as i64);
-        self
-    }
-
-    /// Seed this node with these nodes (simulation names) instead of every node.
-    pub fn seeds<S: Into<String>>(mut self, names: impl IntoIterator<Item = S>) -> Self {
-        self.seeds = Some(names.into_iter().map(Into::into).collect());
-        self
-    }
-
-    /// Adjust this node's [`Config`] (after the cluster-wide adjustments).
-    pub fn configure(mut self, f: impl Fn(&mut Config) + 'static) -> Self {
-        self.configure.push(Box::new(f));
-        self
-    }
-}
-
-/// Builds a [`Cluster`]. Obtain with [`Cluster::builder`].
-pub struct ClusterBuilder {
-    seed: u64,
-    tick: Duration,
-    latency: (Duration, Duration),
-    nodes: Vec<NodeSpec>,
-    configure: Vec<Configure>,
-}
-
-impl ClusterBuilder {
-    /// The seed every random choice derives from: latencies, lost messages, the nodes'
-    /// own randomness. Default 0. The environment variable `LES_SIM_SEED`, when set,
-    /// overrides it, so that a failed run can be replayed from the seed it printed.
-    pub fn seed(mut self, seed: u64) -> Self {
-        self.seed = seed;
-        self
-    }
-
-    /// Add a node.
-    pub fn node(mut self, spec: NodeSpec) -> Self {
-        self.nodes.push(spec);
-        self
-    }
-
-    /// Add nodes with default settings, by name.
-    pub fn nodes<S: Into<String>>(mut self, names: impl IntoIterator<Item = S>) -> Self {
-        self.nodes
-            .extend(names.into_iter().map(|n| NodeSpec::new(n.into())));
-        self
-    }
-
-    /// Adjust every node's [`Config`], e.g. its interval or timeouts. The default is the
-    /// production configuration ([`Config::new`]) with every node as a seed.
-    pub fn configure(mut self, f: impl Fn(&mut Config) + 'static) -> Self {
-        self.configure.push(Box::new(f));
-        self
-    }
-
-    /// One-way latency of every link, drawn between `min` and `max` (mostly near `min`:
-    /// turmoil's exponential distribution). Default 1 to 10 ms.
-    pub fn latency(mut self, min: Duration, max: Duration) -> Self {
-        self.latency = (min, max.max(min));
-        self
-    }
-
-    /// Simulated time per step. Timers fire at their exact time, but messages are
-    /// delivered at step boundaries. Default 5 ms; smaller is slower to simulate.
-    pub fn tick(mut self, tick: Duration) -> Self {
-        self.tick = tick.max(Duration::from_millis(1));
-        self
-    }
-
-    /// Build the cluster. No node is running yet: start them with [`Cluster::start`].
-    ///
-    /// # Panics
-    /// If two nodes share a name or a name is not a valid host name.
-    #[track_caller]
-    pub fn build(self) -> Cluster {
-        let _lock = one_at_a_time();
-        let seed = std::env::var(SEED_ENV)
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-            .unwrap_or(self.seed);
-        let sim = turmoil::Builder::new()
-            .rng_seed(seed)
-            .epoch(UNIX_EPOCH + Duration::from_secs_f64(BASE_EPOCH))
-            .tick_duration(self.tick)
-            .simulation_duration(Duration::from_secs(u32::MAX as u64))
-            .min_message_latency(self.latency.0)
-            .max_message_latency(self.latency.1)
-            .tcp_capacity(4096)
-            .build();
-        let addr_of = |name: &str| format!("{name}:{PORT}");
-        let all: Vec<String> = self.nodes.iter().map(|n| addr_of(&n.name)).collect();
-        let shared = Arc::new(Shared::new(seed));
-        let mut nodes = Vec::with_capacity(self.nodes.len());
-        for (index, spec) in self.nodes.into_iter().enumerate() {
-            let addr = addr_of(&spec.name);
-            if let Err(why) = crate::wire::check_addr(&addr) {
-                panic!(
-                    "les::sim: node name {:?} is not a host name: {why}",
-                    spec.name
-                );
-            }
-            if nodes.iter().any(|s: &Slot| s.name == spec.name) {
-                panic!("les::sim: two nodes are named {:?}", spec.name);
-            }
-            let seeds = match &spec.seeds {
-                Some(names) => names.iter().map(|n| addr_of(n)).collect(),
-                None => all.clone(),
-            };
-            let mut config = Config::new(addr.clone(), seeds);
-            for f in self.configure.iter().chain(&spec.configure) {
-                f(&mut config);
-            }
-            // Register the name now so every node resolves it, even before it starts.
-            sim.lookup(spec.name.as_str());
-            shared.faults().set_open(&spec.name, false);
-            nodes.push(Slot {
-                index,
-                name: spec.name,
-                addr,
-                clock: SimClock {
-                    at_zero: BASE_EPOCH + spec.clock_offset_ms as f64 / 1000.0,
-                },
-                config,
-                registered: false,
-                status: NodeStatus::NotStarted,
-                starts: Rc::default(),
-                incarnations: Rc::default(),
-            });
-        }
-        shared.journal().set_names(
-            nodes
-                .iter()
-                .map(|s| (s.addr.clone(), s.name.clone()))
-                .collect(),
-        );
-        Cluster {
-            _lock,
-            sim,
-            shared,
-            nodes,
-            seed,
-            tick: self.tick,
-            link_latency: BTreeMap::new(),
-        }
-    }
-}
-
-/// A running incarnation of a node, as its host software published it.
-struct Incarnation {
-    /// Which [`Cluster::start`] call started it (1 for the first).
-    start_no: u32,
-    /// How many times the node's software has run, this time included (the trace's
-    /// incarnation number).
-    number: u32,
-    handle: NodeHandle,
-    /// Epoch seconds read from the node's clock when it started.
-    start_time: f64,
-}
-
 struct Slot {
     index: usize,
     name: String,
     addr: String,
     clock: SimClock,
+    clock_rate: f64,
+    /// Runs behind a pause gate ([`NodeSpec::pausable`]).
+    pausable: bool,
     config: Config,
     /// Known to turmoil (started at least once).
     registered: bool,
@@ -262,81 +56,8 @@ struct Slot {
     starts: Rc<Cell<u32>>,
     /// Filled by the host software, one per run.
     incarnations: Rc<RefCell<Vec<Incarnation>>>,
-}
-
-/// What one simulated host runs: a real les node, started the way production starts it.
-struct HostSoftware {
-    name: String,
-    index: usize,
-    seed: u64,
-    config: Config,
-    clock: SimClock,
-    shared: Arc<Shared>,
-    starts: Rc<Cell<u32>>,
-    incarnations: Rc<RefCell<Vec<Incarnation>>>,
-}
-
-impl HostSoftware {
-    async fn run(&self) -> Result<(), NodeError> {
-        // A start whose software never ran (crashed within the same tick) is skipped.
-        let incarnation = self.incarnations.borrow().len() as u32 + 1;
-        let start_no = self.starts.get();
-        let start_time = self.clock.now_epoch();
-        {
-            let mut journal = self.shared.journal();
-            let at = crate::sim::net::sim_now();
-            journal.push(
-                at,
-                TraceEvent::Started {
-                    node: self.name.clone(),
-                    incarnation,
-                    start_time_ms: relative_ms(start_time),
-                },
-            );
-        }
-        let handle = Node::builder(self.config.clone())
-            .network(TurmoilNetwork::for_node(
-                &self.name,
-                incarnation,
-                self.shared.clone(),
-            ))
-            .clock(self.clock)
-            .rng_seed(mix(self.seed, self.index as u64, incarnation as u64))
-            .on_leader_change(Recorder {
-                shared: self.shared.clone(),
-                node: self.name.clone(),
-                incarnation,
-            })
-            .observe(membership_observer(
-                self.shared.clone(),
-                self.name.clone(),
-                incarnation,
-            ))
-            .start()
-            .await?;
-        self.incarnations.borrow_mut().push(Incarnation {
-            start_no,
-            number: incarnation,
-            handle: handle.clone(),
-            start_time,
-        });
-        handle.stopped().await;
-        Ok(())
-    }
-}
-
-/// A seed for one node incarnation's own randomness.
-fn mix(seed: u64, index: u64, incarnation: u64) -> u64 {
-    // splitmix64 over the three inputs: distinct, well-spread seeds.
-    let mut z = seed ^ index.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ incarnation.rotate_left(32);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
-/// Milliseconds between the base epoch and `epoch_secs`, rounded.
-pub(crate) fn relative_ms(epoch_secs: f64) -> i64 {
-    ((epoch_secs - BASE_EPOCH) * 1000.0).round() as i64
+    /// The pause gate every incarnation of the node watches: `true` while paused.
+    pause: Rc<watch::Sender<bool>>,
 }
 
 /// A simulated cluster of real les nodes. See the [module docs](crate::sim).
@@ -358,13 +79,7 @@ pub struct Cluster {
 impl Cluster {
     /// A builder with defaults: seed 0, 5 ms ticks, 1–10 ms links, no nodes.
     pub fn builder() -> ClusterBuilder {
-        ClusterBuilder {
-            seed: 0,
-            tick: Duration::from_millis(5),
-            latency: (Duration::from_millis(1), Duration::from_millis(10)),
-            nodes: Vec::new(),
-            configure: Vec::new(),
-        }
+        ClusterBuilder::new()
     }
 
     /// The seed of this run (after any `LES_SIM_SEED` override).
@@ -431,10 +146,11 @@ impl Cluster {
     pub fn start(&mut self, name: &str) {
         let i = self.index(name);
         let slot = &self.nodes[i];
-        if matches!(slot.status, NodeStatus::Up | NodeStatus::Leaving) {
+        if Self::runs(slot.status) {
             panic!("les::sim: cannot start {name}: it is running");
         }
         slot.starts.set(slot.starts.get() + 1);
+        slot.pause.send_replace(false);
         if slot.registered {
             self.sim.bounce(name);
         } else {
@@ -444,6 +160,9 @@ impl Cluster {
                 seed: self.seed,
                 config: slot.config.clone(),
                 clock: slot.clock,
+                clock_rate: slot.clock_rate,
+                pausable: slot.pausable,
+                pause: slot.pause.clone(),
                 shared: self.shared.clone(),
                 starts: slot.starts.clone(),
                 incarnations: slot.incarnations.clone(),
@@ -540,119 +259,53 @@ impl Cluster {
         self.start(name);
     }
 
-    /// Cut every link between nodes of different groups, both ways: connections and
-    /// messages between them are silently dropped (callers time out). Links of nodes in
-    /// no group are untouched. Adds to the cuts already in force.
+    /// Freeze node `name`, as `kill -STOP` does: while paused its protocol loop processes
+    /// nothing (no rounds, no answers read, no leases or promises checked), its HTTP
+    /// server answers nothing (requests to it wait, as on a stopped process whose kernel
+    /// still accepts connections, until their callers' deadlines) and no hook call
+    /// starts. Its clocks keep running, so on [`Cluster::resume`] it finds that time has
+    /// passed, as a real process does after SIGCONT. A paused node is not
+    /// [`Cluster::up`]; it can be crashed (and restarted), not stopped.
     ///
-    /// ```
-    /// # let mut sim = les::sim::Cluster::builder().nodes(["n1", "n2", "n3"]).build();
-    /// sim.partition(&[&["n1", "n2"], &["n3"]]); // 2 | 1
-    /// sim.heal();
-    /// sim.partition(&[&["n1"], &["n2"], &["n3"]]); // 1 | 1 | 1
-    /// ```
+    /// # Panics
+    /// If the node is not up, or was not built [`NodeSpec::pausable`].
     #[track_caller]
-    pub fn partition(&mut self, groups: &[&[&str]]) {
-        for name in groups.iter().flat_map(|g| g.iter()) {
-            self.index(name);
+    pub fn pause(&mut self, name: &str) {
+        self.set_paused(name, true);
+    }
+
+    /// Let a paused node run again (SIGCONT): it carries on from where it was frozen.
+    ///
+    /// # Panics
+    /// If the node is not paused.
+    #[track_caller]
+    pub fn resume(&mut self, name: &str) {
+        self.set_paused(name, false);
+    }
+
+    #[track_caller]
+    fn set_paused(&mut self, name: &str, paused: bool) {
+        let i = self.index(name);
+        let (from, to) = if paused {
+            (NodeStatus::Up, NodeStatus::Paused)
+        } else {
+            (NodeStatus::Paused, NodeStatus::Up)
+        };
+        if !self.nodes[i].pausable {
+            panic!("les::sim: cannot pause {name}: build it with NodeSpec::pausable");
         }
-        {
-            let mut faults = self.shared.faults();
-            for (gi, a_group) in groups.iter().enumerate() {
-                for (gj, b_group) in groups.iter().enumerate() {
-                    if gi == gj {
-                        continue;
-                    }
-                    for a in a_group.iter() {
-                        for b in b_group.iter() {
-                            faults.cut(a, b);
-                        }
-                    }
-                }
-            }
+        if self.nodes[i].status != from {
+            let verb = if paused { "pause" } else { "resume" };
+            panic!("les::sim: cannot {verb} {name}: it is not {from}");
         }
-        let change = groups
-            .iter()
-            .map(|g| g.join(" "))
-            .collect::<Vec<_>>()
-            .join(" | ");
-        self.journal(TraceEvent::Network {
-            change: format!("partition {change}"),
+        self.nodes[i].pause.send_replace(paused);
+        self.nodes[i].status = to;
+        let node = name.to_string();
+        self.journal(if paused {
+            TraceEvent::Paused { node }
+        } else {
+            TraceEvent::Resumed { node }
         });
-    }
-
-    /// Cut the link one way: connections that `from` opens to `to` are dropped, while `to`
-    /// can still open connections to `from` and get answers (a stateful firewall rule).
-    #[track_caller]
-    pub fn partition_oneway(&mut self, from: &str, to: &str) {
-        self.index(from);
-        self.index(to);
-        self.shared.faults().cut(from, to);
-        self.journal(TraceEvent::Network {
-            change: format!("cut {from} -> {to}"),
-        });
-    }
-
-    /// Repair every cut link. Connections that were blackholed stay dead until their
-    /// owners give up on them; new ones go through.
-    pub fn heal(&mut self) {
-        self.shared.faults().heal();
-        self.journal(TraceEvent::Network {
-            change: "heal".to_string(),
-        });
-    }
-
-    /// Lose each message (connection request, request or answer) with probability `rate`
-    /// on every link without a rate of its own. A lost message stalls its exchange until
-    /// the sender's deadline, as a long outage would.
-    pub fn set_loss(&mut self, rate: f64) {
-        self.shared.faults().set_loss(rate.clamp(0.0, 1.0));
-        self.journal(TraceEvent::Network {
-            change: format!("loss {}%", rate * 100.0),
-        });
-    }
-
-    /// Like [`Cluster::set_loss`], for the link between `a` and `b` only (both ways).
-    #[track_caller]
-    pub fn set_link_loss(&mut self, a: &str, b: &str, rate: f64) {
-        self.index(a);
-        self.index(b);
-        self.shared
-            .faults()
-            .set_link_loss(a, b, rate.clamp(0.0, 1.0));
-        self.journal(TraceEvent::Network {
-            change: format!("loss {}% on {a} - {b}", rate * 100.0),
-        });
-    }
-
-    /// One-way latency between `a` and `b` (both ways): from `min` to `max`, mostly near
-    /// `min`. `max - min` is the jitter.
-    #[track_caller]
-    pub fn set_link_latency(&mut self, a: &str, b: &str, min: Duration, max: Duration) {
-        self.index(a);
-        self.index(b);
-        let key = if a <= b { (a, b) } else { (b, a) };
-        self.link_latency
-            .insert((key.0.to_string(), key.1.to_string()), (min, max.max(min)));
-        self.apply_link_latency();
-        self.journal(TraceEvent::Network {
-            change: format!(
-                "latency {a} - {b}: {}..{} ms",
-                min.as_millis(),
-                max.max(min).as_millis()
-            ),
-        });
-    }
-
-    /// turmoil knows a link only once both its hosts exist: apply what it can.
-    fn apply_link_latency(&mut self) {
-        for ((a, b), (min, max)) in &self.link_latency {
-            let known = |n: &str| self.nodes.iter().any(|s| s.name == n && s.registered);
-            if known(a) && known(b) {
-                self.sim.set_link_latency(a.as_str(), b.as_str(), *min);
-                self.sim
-                    .set_link_max_message_latency(a.as_str(), b.as_str(), *max);
-            }
-        }
     }
 
     // ----- running -----
@@ -715,10 +368,17 @@ impl Cluster {
         self.slot(name).status
     }
 
-    /// Whether the node's software is running (up or leaving).
+    /// Whether the node's software is running (up, paused or leaving).
     #[track_caller]
     pub fn is_running(&self, name: &str) -> bool {
-        matches!(self.status(name), NodeStatus::Up | NodeStatus::Leaving)
+        Self::runs(self.status(name))
+    }
+
+    fn runs(status: NodeStatus) -> bool {
+        matches!(
+            status,
+            NodeStatus::Up | NodeStatus::Paused | NodeStatus::Leaving
+        )
     }
 
     /// Names of the nodes that are up (running, not leaving).
@@ -840,6 +500,12 @@ impl Cluster {
             .collect()
     }
 
+    /// Every span of time during which a node acted as leader, in order of start: see
+    /// [`crate::sim::ActingSpan`].
+    pub fn acting_spans(&self) -> Vec<crate::sim::ActingSpan> {
+        crate::sim::acting_spans(&self.trace())
+    }
+
     /// Node `name`'s `/diag/` document, if it is up. Advances the simulation by at least
     /// one tick: the node's own loop answers.
     #[track_caller]
@@ -945,36 +611,4 @@ impl Drop for Cluster {
 fn poll_once<T>(fut: Pin<&mut (impl Future<Output = T> + ?Sized)>) -> Poll<T> {
     let mut cx = Context::from_waker(Waker::noop());
     fut.poll(&mut cx)
-}
-
-thread_local! {
-    static HOLDS_SIM: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
-
-/// Held while a [`Cluster`] lives.
-struct SimGuard(#[allow(dead_code)] std::sync::MutexGuard<'static, ()>);
-
-impl Drop for SimGuard {
-    fn drop(&mut self) {
-        HOLDS_SIM.with(|h| h.set(false));
-    }
-}
-
-/// Simulations in one process run one at a time.
-///
-/// Two simulations running at once on different threads (as `cargo test` runs tests)
-/// were seen to perturb each other: the same seed then no longer gave the same run,
-/// although each is deterministic on its own. The shared state lies somewhere below
-/// les in the runtime stack; until it is found, clusters are serialised, which keeps
-/// every seed reproducible whatever else the test binary runs. A thread that builds a
-/// second cluster while holding one would wait forever, so it panics instead.
-fn one_at_a_time() -> SimGuard {
-    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    assert!(
-        !HOLDS_SIM.with(|h| h.get()),
-        "les::sim: this thread already has a live Cluster; drop it before building another"
-    );
-    let guard = LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    HOLDS_SIM.with(|h| h.set(true));
-    SimGuard(guard)
 }

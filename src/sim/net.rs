@@ -1,5 +1,5 @@
 //! The simulated network and clock a node runs on inside the simulation: see
-//! [`TurmoilNetwork`] for the fault model, and [`SimClock`].
+//! [`TurmoilNetwork`] for the fault model.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
@@ -8,14 +8,14 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use crate::net::{Network, WallClock};
-use crate::sim::trace::{Journal, TraceEvent};
+use crate::net::Network;
+use crate::sim::clock::sim_now;
+use crate::sim::trace::Journal;
 
 /// The link faults in force, shared by every host of one simulation.
 #[derive(Debug)]
@@ -188,11 +188,6 @@ impl Shared {
     pub(crate) fn journal(&self) -> MutexGuard<'_, Journal> {
         self.journal.lock().unwrap_or_else(|e| e.into_inner())
     }
-}
-
-/// Simulated time inside the host being run, for timestamps; zero outside a simulation.
-pub(crate) fn sim_now() -> Duration {
-    turmoil::sim_elapsed().unwrap_or_default()
 }
 
 /// A [`Network`] over turmoil's simulated TCP, with the fault model of [`crate::sim`].
@@ -457,40 +452,6 @@ impl Drop for SimStream {
                 .dropped(&self.net.host, self.number, inner);
             // Closing sends a FIN or RST: outside the lock.
             drop(close_now);
-        }
-    }
-}
-
-/// A node's wall clock in the simulation: its reading at simulated time zero, plus the
-/// simulated time elapsed. Start times (seniority) are read from it, so they are exact
-/// and repeatable; give nodes different readings to simulate clock skew.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct SimClock {
-    /// Epoch seconds this clock shows at simulated time zero.
-    pub at_zero: f64,
-}
-
-impl WallClock for SimClock {
-    fn now_epoch(&self) -> f64 {
-        self.at_zero + sim_now().as_secs_f64()
-    }
-}
-
-/// Journal lines the network contributes.
-impl Journal {
-    fn heard(&mut self, at: Duration, node: &str, incarnation: u32, peer: &str) {
-        if self
-            .first_contacts
-            .insert((node.to_string(), incarnation, peer.to_string()))
-        {
-            self.push(
-                at,
-                TraceEvent::FirstHeard {
-                    node: node.to_string(),
-                    incarnation,
-                    peer: peer.to_string(),
-                },
-            );
         }
     }
 }

@@ -8,6 +8,7 @@ use std::fmt;
 
 use serde::Serialize;
 
+use crate::sim::clock::relative_ms;
 use crate::sim::trace::LeaderChangeRecord;
 use crate::wire::Diag;
 
@@ -19,6 +20,8 @@ pub enum NodeStatus {
     NotStarted,
     /// Running.
     Up,
+    /// Frozen (SIGSTOP): see [`crate::sim::Cluster::pause`].
+    Paused,
     /// A graceful stop is under way.
     Leaving,
     /// Killed without a goodbye.
@@ -32,6 +35,7 @@ impl fmt::Display for NodeStatus {
         f.write_str(match self {
             NodeStatus::NotStarted => "not started",
             NodeStatus::Up => "up",
+            NodeStatus::Paused => "paused",
             NodeStatus::Leaving => "leaving",
             NodeStatus::Crashed => "crashed",
             NodeStatus::Stopped => "stopped",
@@ -74,7 +78,7 @@ impl NodeView {
             suspects: Vec::new(),
         };
         if let Some(d) = diag {
-            view.start_time_ms = Some(crate::sim::cluster::relative_ms(d.state.start_time));
+            view.start_time_ms = Some(relative_ms(d.state.start_time));
             view.term = Some(d.state.term);
             view.leader = d.state.leader.as_deref().map(&name_of);
             view.members = d.state.members.iter().map(|a| name_of(a)).collect();

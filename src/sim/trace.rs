@@ -4,15 +4,9 @@
 //! trace reads like a story. Times are simulated time since the start of the run.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
-
-use crate::core::Action;
-use crate::hooks::{HookError, LeaderChange, LeaderChanged};
-use crate::node::ActionObserver;
-use crate::sim::net::{sim_now, Shared};
 
 /// One thing that happened in a simulation.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -27,10 +21,23 @@ pub enum TraceEvent {
     },
     /// The node was killed: no goodbye, its port is closed.
     Crashed { node: String },
+    /// The node was frozen (SIGSTOP): it does nothing until [`TraceEvent::Resumed`].
+    Paused { node: String },
+    /// The frozen node runs again (SIGCONT).
+    Resumed { node: String },
     /// A graceful stop was requested: the node gives up leadership and says goodbye.
     Leaving { node: String },
     /// The graceful stop finished: the node's software has ended.
     Stopped { node: String },
+    /// The node's core started (`leading: true`) or stopped leading: what
+    /// `NodeHandle::is_leader` shows from this instant. Its `LeaderChanged` handler
+    /// hears of it at the same instant or, if busy or paused, later.
+    Leading {
+        node: String,
+        incarnation: u32,
+        leading: bool,
+        term: u64,
+    },
     /// The node's `LeaderChanged` handler was called.
     LeaderChanged {
         node: String,
@@ -121,7 +128,7 @@ impl TraceEntry {
 pub(crate) struct Journal {
     entries: Vec<TraceEntry>,
     /// (node, incarnation, peer) already reported as [`TraceEvent::FirstHeard`].
-    pub(crate) first_contacts: BTreeSet<(String, u32, String)>,
+    first_contacts: BTreeSet<(String, u32, String)>,
     /// Address → simulation name, to name nodes rather than addresses.
     names: BTreeMap<String, String>,
 }
@@ -143,6 +150,24 @@ impl Journal {
         self.entries.push(TraceEntry { at, event });
     }
 
+    /// The network read an answer from `peer` on a connection `node` opened: record
+    /// [`TraceEvent::FirstHeard`] the first time in this incarnation.
+    pub(crate) fn heard(&mut self, at: Duration, node: &str, incarnation: u32, peer: &str) {
+        if self
+            .first_contacts
+            .insert((node.to_string(), incarnation, peer.to_string()))
+        {
+            self.push(
+                at,
+                TraceEvent::FirstHeard {
+                    node: node.to_string(),
+                    incarnation,
+                    peer: peer.to_string(),
+                },
+            );
+        }
+    }
+
     /// The start time (ms relative to the base epoch) incarnation `number` of `name`
     /// last took for itself, if it took one after it started.
     pub(crate) fn retaken_start_ms(&self, name: &str, number: u32) -> Option<i64> {
@@ -162,58 +187,4 @@ impl Journal {
         entries.sort_by_key(|e| e.at);
         entries
     }
-}
-
-/// The `LeaderChanged` handler every simulated node gets: it writes the change to the
-/// trace, stamped with simulated time.
-pub(crate) struct Recorder {
-    pub(crate) shared: Arc<Shared>,
-    pub(crate) node: String,
-    pub(crate) incarnation: u32,
-}
-
-impl LeaderChanged for Recorder {
-    async fn leader_changed(&self, change: LeaderChange) -> Result<(), HookError> {
-        let mut journal = self.shared.journal();
-        let event = TraceEvent::LeaderChanged {
-            node: self.node.clone(),
-            incarnation: self.incarnation,
-            from: change.previous.as_deref().map(|a| journal.name_of(a)),
-            to: change.current.as_deref().map(|a| journal.name_of(a)),
-            term: change.term,
-        };
-        journal.push(sim_now(), event);
-        Ok(())
-    }
-}
-
-/// Writes the membership actions of one node incarnation's core to the trace.
-pub(crate) fn membership_observer(
-    shared: Arc<Shared>,
-    node: String,
-    incarnation: u32,
-) -> ActionObserver {
-    Arc::new(move |action: &Action| {
-        let mut journal = shared.journal();
-        let event = match action {
-            Action::MemberAdded { addr } => TraceEvent::MemberAdded {
-                node: node.clone(),
-                incarnation,
-                member: journal.name_of(addr),
-            },
-            Action::MemberRemoved { addr, reason } => TraceEvent::MemberRemoved {
-                node: node.clone(),
-                incarnation,
-                member: journal.name_of(addr),
-                reason: reason.to_string(),
-            },
-            Action::StartTimeChanged { start_time } => TraceEvent::StartTimeChanged {
-                node: node.clone(),
-                incarnation,
-                start_time_ms: crate::sim::cluster::relative_ms(*start_time),
-            },
-            _ => return,
-        };
-        journal.push(sim_now(), event);
-    })
 }

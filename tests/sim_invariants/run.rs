@@ -66,8 +66,14 @@ impl Run {
     /// What the run was and the command that replays it (and, with `LES_SIM_TRACE`
     /// set, everything that happened in it).
     pub fn describe(&self) -> String {
+        // The quorum tests' names contain "quorum": the filter runs only them.
+        let filter = if self.schedule.quorum > 0 {
+            " quorum"
+        } else {
+            ""
+        };
         let mut out = format!(
-            "{}\n  replay: {SEED_ENV}={} cargo test --all-features --test sim_invariants",
+            "{}\n  replay: {SEED_ENV}={} cargo test --all-features --test sim_invariants{filter}",
             self.schedule, self.schedule.seed
         );
         if std::env::var_os(TRACE_ENV).is_some() {
@@ -79,26 +85,36 @@ impl Run {
     }
 }
 
-/// The seeds to run: `LES_SIM_SEED` alone, or `LES_SIM_CASES` (default 500) seeds.
-fn seeds() -> Vec<u64> {
+/// The seeds to run: `LES_SIM_SEED` alone, or as many seeds as the variable `cases_env`
+/// says (default `default_cases`).
+pub fn seeds(cases_env: &str, default_cases: usize) -> Vec<u64> {
     if let Some(seed) = std::env::var(SEED_ENV)
         .ok()
         .and_then(|s| s.trim().parse().ok())
     {
         return vec![seed];
     }
-    let cases = std::env::var(CASES_ENV)
+    let cases = std::env::var(cases_env)
         .ok()
         .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(DEFAULT_CASES);
+        .unwrap_or(default_cases);
     (1..=cases as u64).collect()
 }
 
-/// Every run, done once per test binary, spread over the machine's cores.
+/// Every default-mode run, done once per test binary, spread over the machine's cores.
 pub fn runs() -> &'static [Run] {
     static RUNS: OnceLock<Vec<Run>> = OnceLock::new();
     RUNS.get_or_init(|| {
-        let seeds = seeds();
+        run_all(&seeds(CASES_ENV, DEFAULT_CASES), |seed| {
+            let schedule = Schedule::generate(seed);
+            run_catching(schedule, execute)
+        })
+    })
+}
+
+/// Run `run(seed)` for every seed, on every core; the runs in seed order.
+pub fn run_all(seeds: &[u64], run: impl Fn(u64) -> Run + Sync) -> Vec<Run> {
+    {
         let next = AtomicUsize::new(0);
         let done = Mutex::new(Vec::with_capacity(seeds.len()));
         let workers = std::thread::available_parallelism()
@@ -110,20 +126,25 @@ pub fn runs() -> &'static [Run] {
                 s.spawn(|| loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(&seed) = seeds.get(i) else { break };
-                    let run = run_catching(seed);
-                    done.lock().unwrap().push(run);
+                    let result = run(seed);
+                    done.lock().unwrap().push(result);
                 });
             }
         });
         let mut runs = done.into_inner().unwrap();
         runs.sort_by_key(|r| r.schedule.seed);
         runs
-    })
+    }
 }
 
-/// Check `invariant` on every run that finished; fail listing the runs that break it.
+/// Check `invariant` on every default-mode run that finished; fail listing the runs
+/// that break it.
 pub fn check(invariant: &str, f: impl Fn(&Run) -> Result<(), String>) {
-    let runs = runs();
+    check_in(runs(), invariant, f);
+}
+
+/// Check `invariant` on every run of `runs` that finished.
+pub fn check_in(runs: &[Run], invariant: &str, f: impl Fn(&Run) -> Result<(), String>) {
     let failures: Vec<String> = runs
         .iter()
         .filter(|r| r.broke.is_none())
@@ -143,8 +164,8 @@ pub fn check(invariant: &str, f: impl Fn(&Run) -> Result<(), String>) {
     );
 }
 
-fn run_catching(seed: u64) -> Run {
-    let schedule = Schedule::generate(seed);
+/// Run `schedule` with `execute`, turning a panic in the simulation into a broken run.
+pub fn run_catching(schedule: Schedule, execute: fn(&Schedule) -> Run) -> Run {
     match catch_unwind(AssertUnwindSafe(|| execute(&schedule))) {
         Ok(run) => run,
         Err(panic) => {
@@ -172,13 +193,13 @@ fn run_catching(seed: u64) -> Run {
 
 /// Samples of each up node's term and leader, taken after every step.
 #[derive(Default)]
-struct Samples {
-    terms: BTreeMap<Incarnation, Vec<(Duration, u64)>>,
-    leaders: BTreeMap<Incarnation, Vec<(Duration, Option<String>)>>,
+pub struct Samples {
+    pub terms: BTreeMap<Incarnation, Vec<(Duration, u64)>>,
+    pub leaders: BTreeMap<Incarnation, Vec<(Duration, Option<String>)>>,
 }
 
 impl Samples {
-    fn take(&mut self, sim: &Cluster) {
+    pub fn take(&mut self, sim: &Cluster) {
         let now = sim.now();
         for name in sim.up() {
             let key = (name.clone(), sim.incarnation(&name));
@@ -197,7 +218,7 @@ impl Samples {
     }
 }
 
-fn run_sampled(sim: &mut Cluster, duration: Duration, samples: &mut Samples) {
+pub fn run_sampled(sim: &mut Cluster, duration: Duration, samples: &mut Samples) {
     let end = sim.now() + duration;
     while sim.now() < end {
         sim.step();
@@ -205,69 +226,111 @@ fn run_sampled(sim: &mut Cluster, duration: Duration, samples: &mut Samples) {
     }
 }
 
-/// Run one schedule to the end.
-pub fn execute(schedule: &Schedule) -> Run {
-    let mut builder = Cluster::builder().seed(schedule.seed).tick(TICK);
-    for (name, offset_ms) in &schedule.nodes {
+/// A cluster of the schedule's nodes (not started), with its mode, witness and clocks.
+pub fn build(schedule: &Schedule) -> Cluster {
+    let quorum = schedule.quorum;
+    let mut builder = Cluster::builder()
+        .seed(schedule.seed)
+        .tick(TICK)
+        .configure(move |c| c.quorum = quorum);
+    for (i, (name, offset_ms)) in schedule.nodes.iter().enumerate() {
         let offset = Duration::from_millis(offset_ms.unsigned_abs());
-        let spec = NodeSpec::new(name.clone());
-        builder = builder.node(if *offset_ms < 0 {
+        let mut spec = NodeSpec::new(name.clone());
+        spec = if *offset_ms < 0 {
             spec.clock_behind(offset)
         } else {
             spec.clock_ahead(offset)
-        });
+        };
+        if let Some(rate) = schedule.clock_rates.get(i) {
+            spec = spec.clock_rate(*rate);
+        }
+        if schedule.witness.as_ref() == Some(name) {
+            spec = spec.configure(|c| c.eligible = false);
+        }
+        if (schedule.steps.iter()).any(|(f, _)| matches!(f, Fault::Pause(n, _) if n == name)) {
+            spec = spec.pausable();
+        }
+        builder = builder.node(spec);
     }
-    let mut sim = builder.build();
-    let mut samples = Samples::default();
-    let mut max_latency = Duration::from_millis(10);
+    builder.build()
+}
 
+/// Start the nodes with the schedule's gaps, run the warm-up, then every fault in turn.
+/// Returns the highest one-way latency any link was given.
+pub fn play(sim: &mut Cluster, schedule: &Schedule, samples: &mut Samples) -> Duration {
+    let mut max_latency = Duration::from_millis(10);
     for ((name, _), gap) in schedule.nodes.iter().zip(&schedule.start_gaps_ms) {
-        run_sampled(&mut sim, Duration::from_millis(*gap), &mut samples);
+        run_sampled(sim, Duration::from_millis(*gap), samples);
         sim.start(name);
     }
+    run_sampled(sim, Duration::from_millis(schedule.warmup_ms), samples);
     for (fault, run_ms) in &schedule.steps {
-        match fault {
-            Fault::Crash(n) => sim.crash(n),
-            Fault::Stop(n) => sim.stop(n),
-            Fault::Start(n) => sim.start(n),
-            Fault::Restart(n) => sim.restart(n),
-            Fault::Partition(groups) => {
-                let groups: Vec<Vec<&str>> = groups
-                    .iter()
-                    .map(|g| g.iter().map(String::as_str).collect())
-                    .collect();
-                let groups: Vec<&[&str]> = groups.iter().map(Vec::as_slice).collect();
-                sim.partition(&groups);
-            }
-            Fault::OneWay(a, b) => sim.partition_oneway(a, b),
-            Fault::Heal => sim.heal(),
-            Fault::Loss(p) => sim.set_loss(*p),
-            Fault::Latency(a, b, min, max) => {
-                max_latency = max_latency.max(Duration::from_millis(*max));
-                sim.set_link_latency(
-                    a,
-                    b,
-                    Duration::from_millis(*min),
-                    Duration::from_millis(*max),
-                );
-            }
+        if let Fault::Latency(_, _, _, max) = fault {
+            max_latency = max_latency.max(Duration::from_millis(*max));
         }
-        run_sampled(&mut sim, Duration::from_millis(*run_ms), &mut samples);
+        apply(sim, fault, samples);
+        run_sampled(sim, Duration::from_millis(*run_ms), samples);
     }
+    max_latency
+}
 
-    // The last fault heals: links repaired, no loss, and at least two nodes up (a node
-    // alone from its start never elects, by design).
+/// Make one fault happen (a pause runs its whole length).
+fn apply(sim: &mut Cluster, fault: &Fault, samples: &mut Samples) {
+    match fault {
+        Fault::Crash(n) => sim.crash(n),
+        Fault::Stop(n) => sim.stop(n),
+        Fault::Start(n) => sim.start(n),
+        Fault::Restart(n) => sim.restart(n),
+        Fault::Partition(groups) => {
+            let groups: Vec<Vec<&str>> = groups
+                .iter()
+                .map(|g| g.iter().map(String::as_str).collect())
+                .collect();
+            let groups: Vec<&[&str]> = groups.iter().map(Vec::as_slice).collect();
+            sim.partition(&groups);
+        }
+        Fault::OneWay(a, b) => sim.partition_oneway(a, b),
+        Fault::Heal => sim.heal(),
+        Fault::Loss(p) => sim.set_loss(*p),
+        Fault::Latency(a, b, min, max) => sim.set_link_latency(
+            a,
+            b,
+            Duration::from_millis(*min),
+            Duration::from_millis(*max),
+        ),
+        Fault::Pause(n, ms) => {
+            sim.pause(n);
+            run_sampled(sim, Duration::from_millis(*ms), samples);
+            sim.resume(n);
+        }
+    }
+}
+
+/// The last fault heals: every link repaired, no loss, and nodes that are down started
+/// in order until `enough` holds. Returns when.
+pub fn heal_all(sim: &mut Cluster, enough: impl Fn(&Cluster) -> bool) -> Duration {
     sim.heal();
     sim.set_loss(0.0);
     for name in sim.names() {
-        if sim.up().len() >= 2 {
+        if enough(sim) {
             break;
         }
         if !sim.is_running(&name) {
             sim.start(&name);
         }
     }
-    let healed_at = sim.now();
+    sim.now()
+}
+
+/// Run one default-mode schedule to the end.
+pub fn execute(schedule: &Schedule) -> Run {
+    let mut sim = build(schedule);
+    let mut samples = Samples::default();
+    let max_latency = play(&mut sim, schedule, &mut samples);
+
+    // The last fault heals: links repaired, no loss, and at least two nodes up (a node
+    // alone from its start never elects, by design).
+    let healed_at = heal_all(&mut sim, |sim| sim.up().len() >= 2);
     let settled = healed_at + ROUND * SETTLE_ROUNDS;
     let deadline = healed_at + ROUND * CONVERGENCE_ROUNDS;
     let mut agreed_since: Option<Duration> = None;
@@ -300,22 +363,43 @@ pub fn execute(schedule: &Schedule) -> Run {
             watch(&sim, &mut agreed_since);
         }
     }
-    Run {
-        schedule: schedule.clone(),
-        broke: None,
-        trace: sim.trace(),
-        terms: samples.terms,
-        leaders: samples.leaders,
+    let ending = Ending {
         healed_at,
         agreed_since,
         stable_from,
-        most_senior: sim.most_senior(),
-        leaders_at_end: sim
-            .up()
-            .into_iter()
-            .map(|n| (n.clone(), sim.leader(&n)))
-            .collect(),
         max_latency,
+    };
+    Run::finished(schedule, &sim, samples, ending)
+}
+
+/// What the watch after the heal found.
+pub struct Ending {
+    pub healed_at: Duration,
+    pub agreed_since: Option<Duration>,
+    pub stable_from: Option<Duration>,
+    pub max_latency: Duration,
+}
+
+impl Run {
+    /// The run of `schedule` that ended with `sim` in its final state.
+    pub fn finished(schedule: &Schedule, sim: &Cluster, samples: Samples, e: Ending) -> Run {
+        Run {
+            schedule: schedule.clone(),
+            broke: None,
+            trace: sim.trace(),
+            terms: samples.terms,
+            leaders: samples.leaders,
+            healed_at: e.healed_at,
+            agreed_since: e.agreed_since,
+            stable_from: e.stable_from,
+            most_senior: sim.most_senior(),
+            leaders_at_end: sim
+                .up()
+                .into_iter()
+                .map(|n| (n.clone(), sim.leader(&n)))
+                .collect(),
+            max_latency: e.max_latency,
+        }
     }
 }
 

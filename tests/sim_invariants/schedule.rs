@@ -26,6 +26,8 @@ pub enum Fault {
     Loss(f64),
     /// Latency between two nodes, min and max ms.
     Latency(String, String, u64, u64),
+    /// Freeze a node (SIGSTOP) for this many ms, then let it go on (SIGCONT).
+    Pause(String, u64),
 }
 
 impl fmt::Display for Fault {
@@ -43,6 +45,7 @@ impl fmt::Display for Fault {
             Fault::Heal => write!(f, "heal"),
             Fault::Loss(p) => write!(f, "loss {}%", p * 100.0),
             Fault::Latency(a, b, min, max) => write!(f, "latency {a} - {b} {min}..{max} ms"),
+            Fault::Pause(n, ms) => write!(f, "pause {n} for {ms} ms"),
         }
     }
 }
@@ -58,6 +61,14 @@ pub struct Schedule {
     pub start_gaps_ms: Vec<u64>,
     /// Each fault and how long to run after it, in ms.
     pub steps: Vec<(Fault, u64)>,
+    /// Quorum mode: `Config::quorum` of every node (0: default mode).
+    pub quorum: usize,
+    /// A node that never leads (`eligible = false`), if any.
+    pub witness: Option<String>,
+    /// Each node's clock rate, in node order (empty: all 1.0).
+    pub clock_rates: Vec<f64>,
+    /// Simulated ms to run after the last start, before the first fault.
+    pub warmup_ms: u64,
 }
 
 /// Most faults in one schedule.
@@ -72,31 +83,12 @@ impl Schedule {
         let n = rng.random_range(3..=9);
         let names: Vec<String> = (1..=n).map(|i| format!("n{i}")).collect();
         // Skew: usually none, sometimes up to ±2 s, rarely a node an hour behind.
-        let skewed = rng.random_bool(0.3);
-        let mut nodes: Vec<(String, i64)> = names
-            .iter()
-            .map(|name| {
-                let offset = if skewed {
-                    rng.random_range(-2_000..=2_000)
-                } else {
-                    0
-                };
-                (name.clone(), offset)
-            })
-            .collect();
+        let mut nodes = skewed_clocks(&mut rng, &names, 0.3, 2_000);
         if rng.random_bool(0.1) {
             let i = rng.random_range(0..n);
             nodes[i].1 = -3_600_000;
         }
-        let start_gaps_ms = (0..n)
-            .map(|_| {
-                if rng.random_bool(0.4) {
-                    0
-                } else {
-                    rng.random_range(1..1_500)
-                }
-            })
-            .collect();
+        let start_gaps_ms = start_gaps(&mut rng, n, 1_500);
 
         let mut up: Vec<String> = names.clone();
         let mut down: Vec<String> = Vec::new();
@@ -125,6 +117,10 @@ impl Schedule {
             nodes,
             start_gaps_ms,
             steps,
+            quorum: 0,
+            witness: None,
+            clock_rates: Vec::new(),
+            warmup_ms: 0,
         }
     }
 }
@@ -136,7 +132,6 @@ fn draw_fault(
     up: &[String],
     down: &[String],
 ) -> Option<Fault> {
-    let n = names.len();
     let fault = match rng.random_range(0..9) {
         0 | 1 if !up.is_empty() => {
             let node = pick(rng, up);
@@ -147,29 +142,8 @@ fn draw_fault(
             }
         }
         2 if !down.is_empty() => Fault::Start(pick(rng, down)),
-        3 => {
-            let mut shuffled = names.to_vec();
-            shuffled.shuffle(rng);
-            let k = rng.random_range(2..=3.min(n));
-            let mut groups: Vec<Vec<String>> = vec![Vec::new(); k];
-            for (i, name) in shuffled.into_iter().enumerate() {
-                // Every group gets at least one node, the rest at random.
-                let g = if i < k { i } else { rng.random_range(0..k) };
-                groups[g].push(name);
-            }
-            for g in &mut groups {
-                g.sort();
-            }
-            Fault::Partition(groups)
-        }
-        4 => {
-            let a = pick(rng, names);
-            let b = pick(rng, names);
-            if a == b {
-                return None;
-            }
-            Fault::OneWay(a, b)
-        }
+        3 => Fault::Partition(random_groups(rng, names)),
+        4 => one_way(rng, names)?,
         5 => Fault::Heal,
         6 => Fault::Loss(*[0.01, 0.05, 0.1, 0.2, 0.3].choose(rng).unwrap_or(&0.05)),
         7 => {
@@ -188,13 +162,86 @@ fn draw_fault(
     Some(fault)
 }
 
-fn pick(rng: &mut SmallRng, from: &[String]) -> String {
+/// Each node with its clock offset: with probability `p` all skewed, each by up to
+/// `max_ms` either way; otherwise none.
+pub fn skewed_clocks(
+    rng: &mut SmallRng,
+    names: &[String],
+    p: f64,
+    max_ms: i64,
+) -> Vec<(String, i64)> {
+    let skewed = rng.random_bool(p);
+    names
+        .iter()
+        .map(|name| {
+            let offset = if skewed {
+                rng.random_range(-max_ms..=max_ms)
+            } else {
+                0
+            };
+            (name.clone(), offset)
+        })
+        .collect()
+}
+
+/// How long to wait before starting each of `n` nodes: often at once, else up to
+/// `max_ms`.
+pub fn start_gaps(rng: &mut SmallRng, n: usize, max_ms: u64) -> Vec<u64> {
+    (0..n)
+        .map(|_| {
+            if rng.random_bool(0.4) {
+                0
+            } else {
+                rng.random_range(1..max_ms)
+            }
+        })
+        .collect()
+}
+
+/// Two or three groups (at most one per node), every node in one, at random.
+pub fn random_groups(rng: &mut SmallRng, names: &[String]) -> Vec<Vec<String>> {
+    let mut shuffled = names.to_vec();
+    shuffled.shuffle(rng);
+    let k = rng.random_range(2..=3.min(names.len()));
+    let mut groups: Vec<Vec<String>> = vec![Vec::new(); k];
+    for (i, name) in shuffled.into_iter().enumerate() {
+        // Every group gets at least one node, the rest at random.
+        let g = if i < k { i } else { rng.random_range(0..k) };
+        groups[g].push(name);
+    }
+    for g in &mut groups {
+        g.sort();
+    }
+    groups
+}
+
+/// A one-way cut between two different nodes, or `None` if the draw picked one twice.
+pub fn one_way(rng: &mut SmallRng, names: &[String]) -> Option<Fault> {
+    let a = pick(rng, names);
+    let b = pick(rng, names);
+    (a != b).then_some(Fault::OneWay(a, b))
+}
+
+pub fn pick(rng: &mut SmallRng, from: &[String]) -> String {
     from.choose(rng).cloned().unwrap_or_default()
 }
 
 impl fmt::Display for Schedule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "seed {}: {} nodes", self.seed, self.nodes.len())?;
+        if self.quorum > 0 {
+            write!(f, ", quorum {}", self.quorum)?;
+        }
+        if let Some(w) = &self.witness {
+            write!(f, ", witness {w}")?;
+        }
+        let rates: Vec<String> = (self.nodes.iter().zip(&self.clock_rates))
+            .filter(|(_, r)| **r != 1.0)
+            .map(|((n, _), r)| format!("{n} x{r:.3}"))
+            .collect();
+        if !rates.is_empty() {
+            write!(f, " (clock rates: {})", rates.join(", "))?;
+        }
         let skews: Vec<String> = self
             .nodes
             .iter()
@@ -205,6 +252,9 @@ impl fmt::Display for Schedule {
             write!(f, " (clocks: {})", skews.join(", "))?;
         }
         write!(f, "; start gaps {:?} ms", self.start_gaps_ms)?;
+        if self.warmup_ms > 0 {
+            write!(f, "; run {} ms", self.warmup_ms)?;
+        }
         for (fault, ms) in &self.steps {
             write!(f, "; {fault}, run {ms} ms")?;
         }
