@@ -28,13 +28,25 @@
 //!     --advertise-addr 192.0.2.1:4000 --seeds 192.0.2.1:4000,192.0.2.2:4000,192.0.2.3:4000
 //! ```
 //!
+//! **Fencing.** With `--fence-file PATH` the example also shows how a resource that
+//! leadership protects uses the term, les's fencing token: before taking the address,
+//! the new leader records its term in `PATH` (a file on storage every node writes to,
+//! standing in for a database row or a storage lease), under an exclusive lock, and the
+//! write is *refused* if the file already holds a higher term. A leader that was cut
+//! off, paused or slow and still believes it leads carries an older term, so whatever
+//! it sends after its successor took over is turned away (Kleppmann's fencing token).
+//! The file is a log of `TERM NODE` lines, one per accepted leader.
+//!
 //! Every node flag of `les` is accepted too (`--help`), including the hook commands.
 //! Needs root (or CAP_NET_ADMIN and CAP_NET_RAW), `ip` from iproute2, and `arping` from
 //! iputils (without it the address still moves, but neighbours learn the new MAC only
 //! when their ARP entries expire).
 
 use std::fmt;
+use std::io::{BufRead, Write};
 use std::net::Ipv4Addr;
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -59,6 +71,10 @@ struct Args {
     /// The interface that carries it, e.g. eth0.
     #[arg(long, value_name = "NAME", value_parser = parse_iface)]
     iface: String,
+    /// A file that records the term of every leader that took the address; a leader
+    /// whose term is older than the last one recorded is refused (fencing).
+    #[arg(long, value_name = "PATH")]
+    fence_file: Option<PathBuf>,
     #[command(flatten)]
     run: RunArgs,
 }
@@ -102,10 +118,50 @@ fn parse_iface(s: &str) -> Result<String, String> {
     }
 }
 
+/// A resource protected by les's fencing token: a file holding one `TERM NODE` line per
+/// leader admitted, in order. See the module docs.
+struct Fence {
+    path: PathBuf,
+}
+
+impl Fence {
+    /// Admit `node` as the writer with `term`, or refuse it if a higher term has been
+    /// admitted already. Holds an exclusive lock on the file while it reads and appends,
+    /// so two writers cannot both pass the check.
+    fn admit(&self, term: u64, node: &str) -> Result<(), String> {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .open(&self.path)
+            .map_err(|e| format!("cannot open {}: {e}", self.path.display()))?;
+        // SAFETY: flock on a file descriptor this function owns; released on close.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            return Err(format!("cannot lock {}", self.path.display()));
+        }
+        let highest = std::io::BufReader::new(&file)
+            .lines()
+            .map_while(Result::ok)
+            .filter_map(|l| l.split_whitespace().next()?.parse::<u64>().ok())
+            .max()
+            .unwrap_or(0);
+        if term < highest {
+            return Err(format!(
+                "fencing: term {term} refused, term {highest} has taken over"
+            ));
+        }
+        writeln!(&file, "{term} {node}")
+            .and_then(|()| file.sync_data())
+            .map_err(|e| format!("cannot write {}: {e}", self.path.display()))
+    }
+}
+
 /// Moves the address with leadership.
 struct FloatingIp {
     vip: Vip,
     iface: String,
+    me: String,
+    fence: Option<Fence>,
     /// Warn about a missing `arping` once, not on every gain.
     warned_no_arping: AtomicBool,
 }
@@ -179,7 +235,12 @@ impl FloatingIp {
         }
     }
 
-    async fn take(&self) -> Result<(), HookError> {
+    async fn take(&self, term: u64) -> Result<(), HookError> {
+        if let Some(fence) = &self.fence {
+            // A stale leader stops here: its term is older than the one on record.
+            fence.admit(term, &self.me).map_err(HookError::new)?;
+            tracing::info!(term, "fencing: admitted");
+        }
         self.wait_until_free().await;
         let vip = self.vip.to_string();
         self.ip(&["addr", "replace", &vip, "dev", &self.iface])
@@ -231,7 +292,7 @@ impl FloatingIp {
 impl LeaderChanged for FloatingIp {
     async fn leader_changed(&self, change: LeaderChange) -> Result<(), HookError> {
         if change.gained() {
-            self.take().await
+            self.take(change.term).await
         } else if change.lost() {
             self.release().await
         } else {
@@ -264,7 +325,8 @@ fn main() -> ExitCode {
         LogFormat::Text => logs.init(),
         LogFormat::Json => logs.json().init(),
     }
-    match run(args.vip, args.iface, resolved) {
+    let fence = args.fence_file.map(|path| Fence { path });
+    match run(args.vip, args.iface, fence, resolved) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("floating_ip: error: {e:#}");
@@ -273,7 +335,12 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(vip: Vip, iface: String, resolved: les::config::Resolved) -> anyhow::Result<()> {
+fn run(
+    vip: Vip,
+    iface: String,
+    fence: Option<Fence>,
+    resolved: les::config::Resolved,
+) -> anyhow::Result<()> {
     let me = resolved.config.advertise_addr.clone();
     // If this process dies without leaving, the address must not stay behind while a
     // successor takes it. This guard is never disarmed: deleting the address whenever
@@ -300,6 +367,8 @@ fn run(vip: Vip, iface: String, resolved: les::config::Resolved) -> anyhow::Resu
             .on_leader_change(FloatingIp {
                 vip,
                 iface,
+                me: me.clone(),
+                fence,
                 warned_no_arping: AtomicBool::new(false),
             })
             .start()
@@ -320,4 +389,31 @@ fn run(vip: Vip, iface: String, resolved: les::config::Resolved) -> anyhow::Resu
         g.disarm(); // on_follower has run already
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Fence;
+
+    #[test]
+    fn the_fence_refuses_a_term_older_than_the_last_admitted() {
+        let dir = std::env::temp_dir().join(format!("les-fence-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let fence = Fence {
+            path: dir.join("term"),
+        };
+        fence.admit(1, "a:1").unwrap();
+        fence.admit(3, "b:1").unwrap();
+        fence
+            .admit(3, "b:1")
+            .expect("the same leader again is fine");
+        let err = fence.admit(2, "a:1").unwrap_err();
+        assert!(
+            err.contains("term 2 refused") && err.contains("term 3"),
+            "{err}"
+        );
+        let log = std::fs::read_to_string(&fence.path).unwrap();
+        assert_eq!(log, "1 a:1\n3 b:1\n3 b:1\n");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -619,6 +619,7 @@ impl<N: Network> Protocol<N> {
                 Action::MemberRemoved { addr, reason } => {
                     tracing::info!(peer = %addr, reason = %reason, "member removed")
                 }
+                Action::StartTimeChanged { .. } => {}
                 Action::StateChanged if self.hold_state => {}
                 Action::StateChanged => self.publish_state(),
             }

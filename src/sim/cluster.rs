@@ -792,11 +792,19 @@ impl Cluster {
             .enumerate()
             .filter(|(_, s)| s.status == NodeStatus::Up && s.config.eligible)
             .filter_map(|(i, s)| {
-                let st = self.with_current(i, |inc| inc.start_time)?;
+                let (number, started) = self.with_current(i, |inc| (inc.number, inc.start_time))?;
+                let st = self.current_start_time(&s.name, number).unwrap_or(started);
                 Some((st, s.addr.clone(), s.name.clone()))
             })
             .min_by(|a, b| a.0.total_cmp(&b.0).then_with(|| a.1.cmp(&b.1)))
             .map(|(_, _, name)| name)
+    }
+
+    /// The start time incarnation `number` of `name` last took for itself (after a
+    /// pause, a lost quorum, a step-down), in epoch seconds, if it took one.
+    fn current_start_time(&self, name: &str, number: u32) -> Option<f64> {
+        let ms = self.shared.journal().retaken_start_ms(name, number)?;
+        Some(BASE_EPOCH + ms as f64 / 1000.0)
     }
 
     /// Requests each node has sent (state fetches, probes, goodbyes), over all its

@@ -52,6 +52,12 @@ pub enum TraceEvent {
         member: String,
         reason: String,
     },
+    /// The node took a new start time (it became the most junior member).
+    StartTimeChanged {
+        node: String,
+        incarnation: u32,
+        start_time_ms: i64,
+    },
     /// Ground truth from the network: the node read, for the first time in this
     /// incarnation, an answer from `peer` on a connection it opened.
     FirstHeard {
@@ -137,6 +143,19 @@ impl Journal {
         self.entries.push(TraceEntry { at, event });
     }
 
+    /// The start time (ms relative to the base epoch) incarnation `number` of `name`
+    /// last took for itself, if it took one after it started.
+    pub(crate) fn retaken_start_ms(&self, name: &str, number: u32) -> Option<i64> {
+        self.entries.iter().rev().find_map(|e| match &e.event {
+            TraceEvent::StartTimeChanged {
+                node,
+                incarnation,
+                start_time_ms,
+            } if node == name && *incarnation == number => Some(*start_time_ms),
+            _ => None,
+        })
+    }
+
     /// Every entry, ordered by time (entries of one tick keep the order they were made in).
     pub(crate) fn entries(&self) -> Vec<TraceEntry> {
         let mut entries = self.entries.clone();
@@ -187,6 +206,11 @@ pub(crate) fn membership_observer(
                 incarnation,
                 member: journal.name_of(addr),
                 reason: reason.to_string(),
+            },
+            Action::StartTimeChanged { start_time } => TraceEvent::StartTimeChanged {
+                node: node.clone(),
+                incarnation,
+                start_time_ms: crate::sim::cluster::relative_ms(*start_time),
             },
             _ => return,
         };

@@ -435,9 +435,8 @@ fn a_paused_node_rejoins_with_a_new_start_time() {
     assert_eq!(core.start_time(), 1000.0 + 10.5);
 }
 
-#[test]
-fn a_leave_notice_removes_the_leader_and_the_successor_takes_over_without_a_timeout() {
-    // B (20) follows A (10); C (30) is the third member.
+/// B (20) follows A (10); C (30) is the third member and follows A too.
+fn b_following_a() -> Core {
     let mut b = node(B, 20.0, &[A, B, C]);
     tick(&mut b, ms(0));
     recv(&mut b, ms(1), A, state(&[A, B, C], Some(A), 10.0, 1));
@@ -450,7 +449,17 @@ fn a_leave_notice_removes_the_leader_and_the_successor_takes_over_without_a_time
         ms(3),
         &[(A, a_state), (C, state(&[C, A, B], Some(A), 30.0, 1))],
     );
+    b
+}
+
+#[test]
+fn a_leave_notice_is_checked_with_the_leaver_then_the_successor_takes_over_at_once() {
+    let mut b = b_following_a();
     let out = b.handle(ms(100), Event::LeaveReceived { addr: A.into() });
+    assert_eq!(fetches(&out), vec![A], "ask A itself whether it is leaving");
+    assert!(removed(&out).is_empty(), "a notice alone removes nothing");
+    // A answers 503 "leaving".
+    let out = fail(&mut b, ms(101), A, Failure::Leaving);
     assert_eq!(removed(&out), vec![(A, RemoveReason::Left)]);
     assert_eq!(b.leader(), None, "B nominates itself and waits for C");
     assert_eq!(
@@ -458,9 +467,25 @@ fn a_leave_notice_removes_the_leader_and_the_successor_takes_over_without_a_time
         vec![C],
         "gossip on change: ask C now, not next round"
     );
-    let out = recv(&mut b, ms(101), C, state(&[C, B], Some(B), 30.0, 2));
+    let out = recv(&mut b, ms(102), C, state(&[C, B], Some(B), 30.0, 2));
     assert!(changes(&out)[0].gained());
     assert_eq!(b.term(), 2);
+}
+
+#[test]
+fn an_outsiders_leave_notice_about_a_live_leader_changes_nothing() {
+    let mut b = b_following_a();
+    let out = b.handle(ms(100), Event::LeaveReceived { addr: A.into() });
+    assert_eq!(fetches(&out), vec![A]);
+    let out = recv(&mut b, ms(101), A, state(&[A, B, C], Some(A), 10.0, 1));
+    assert!(removed(&out).is_empty() && changes(&out).is_empty());
+    assert_eq!(b.leader(), Some(A));
+    assert!(b.is_member(A));
+    let out = b.handle(ms(102), Event::LeaveReceived { addr: "x:9".into() });
+    assert!(
+        out.is_empty(),
+        "a notice about a non-member is ignored: {out:?}"
+    );
 }
 
 #[test]
@@ -574,7 +599,7 @@ fn a_witness_votes_but_never_leads() {
 }
 
 #[test]
-fn a_leader_that_steps_down_is_ineligible_for_the_cooldown_then_eligible_again() {
+fn a_leader_that_steps_down_is_ineligible_for_the_cooldown_and_junior_after_it() {
     let mut core = node(A, 10.0, &[A, B]);
     tick(&mut core, ms(0));
     recv(&mut core, ms(1), B, state(&[B, A], Some(A), 20.0, 1));
@@ -588,24 +613,32 @@ fn a_leader_that_steps_down_is_ineligible_for_the_cooldown_then_eligible_again()
     assert!(changes(&out)[0].lost());
     assert_eq!(core.leader(), Some(B));
     assert!(!core.state().eligible);
-    tick(&mut core, ms(10_100));
+    assert!(core.start_time() > 20.0, "stepping down forfeits seniority");
+    recv(&mut core, ms(3), B, state(&[B, A], Some(B), 20.0, 2));
+    let out = tick(&mut core, ms(10_100));
     assert!(core.state().eligible, "cooldown over");
+    assert!(
+        changes(&out).is_empty(),
+        "and B keeps leading: one change, not two"
+    );
+    assert_eq!(core.leader(), Some(B));
 }
 
 #[test]
-fn an_unhealthy_leader_steps_down_and_a_healthy_one_can_lead_again() {
+fn an_unhealthy_leader_steps_down_and_forfeits_its_seniority() {
     let mut core = node(A, 10.0, &[A, B]);
     tick(&mut core, ms(0));
     recv(&mut core, ms(1), B, state(&[B, A], Some(A), 20.0, 1));
     core.handle(ms(2), Event::SetHealth { healthy: false });
     assert_eq!(core.leader(), Some(B));
+    assert!(core.start_time() > 20.0, "junior to B now");
     recv(&mut core, ms(3), B, state(&[B, A], Some(B), 20.0, 2));
-    core.handle(ms(4), Event::SetHealth { healthy: true });
-    assert_eq!(
-        core.leader(),
-        None,
-        "A is the nominee again but must be confirmed"
+    let out = core.handle(ms(4), Event::SetHealth { healthy: true });
+    assert!(
+        changes(&out).is_empty(),
+        "recovering does not take leadership back"
     );
+    assert_eq!(core.leader(), Some(B));
 }
 
 #[test]
@@ -736,3 +769,5 @@ fn nodes_with_the_same_member_list_contact_different_members() {
         "every node contacted the same members: {first_rounds:?}"
     );
 }
+
+mod quorum;

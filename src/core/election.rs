@@ -1,0 +1,121 @@
+//! The election (rules 5, 6 and 8 of the module docs): the nominee is the most senior
+//! eligible node whose state this node holds; a follower adopts it at once, the nominee
+//! itself leads only once every member confirms it; every change carries a term. In
+//! quorum mode the decision is [`Core::elect_quorum`]'s instead (see `lease`).
+
+use super::{Action, Core, LeaderChange};
+
+impl Core {
+    /// This node nominates itself and has no leader yet: it is collecting votes.
+    pub(super) fn awaiting_votes(&self) -> bool {
+        self.leader.is_none() && self.nominee().as_deref() == Some(self.me.as_str())
+    }
+
+    /// The most senior eligible node among this one and the members whose state we hold.
+    pub(super) fn nominee(&self) -> Option<String> {
+        let mine = self
+            .eligible()
+            .then_some((self.start_time, self.me.as_str()));
+        let theirs = self.members.iter().filter_map(|(addr, m)| {
+            let s = m.state.as_ref()?;
+            (s.eligible && !s.leaving).then_some((s.start_time, addr.as_str()))
+        });
+        mine.into_iter()
+            .chain(theirs)
+            .min_by(|a, b| a.0.total_cmp(&b.0).then_with(|| a.1.cmp(b.1)))
+            .map(|(_, addr)| addr.to_string())
+    }
+
+    pub(super) fn elect(&mut self, out: &mut Vec<Action>) {
+        if !self.had_peers && !self.alone_by_design {
+            return; // rule 5: never elect before hearing from another node
+        }
+        if !self.voted {
+            // Before the first vote, wait until every seed has answered or failed once and
+            // every address learned so far has been tried: they may change the nominee, and
+            // a joining node should not vote twice. Each wait ends within a request timeout.
+            let learning = self
+                .in_flight
+                .iter()
+                .any(|a| !self.members.contains_key(a) && !self.seeds.contains(a));
+            if learning || !self.seeds_unanswered.is_empty() {
+                return;
+            }
+        }
+        if self.quorum_mode() {
+            return self.elect_quorum(out);
+        }
+        let new_leader = match self.nominee() {
+            None => None,
+            Some(n) if n == self.me => {
+                let confirmed = self.members.values().all(|m| {
+                    m.state
+                        .as_ref()
+                        .is_some_and(|s| s.leader.as_deref() == Some(self.me.as_str()))
+                });
+                if self.leader.as_deref() == Some(self.me.as_str()) || confirmed {
+                    Some(n)
+                } else {
+                    None
+                }
+            }
+            Some(other) => Some(self.deferred(&other)),
+        };
+        self.set_leader(new_leader, out);
+    }
+
+    pub(super) fn set_leader(&mut self, new_leader: Option<String>, out: &mut Vec<Action>) {
+        if new_leader == self.leader {
+            return;
+        }
+        if new_leader.is_some() {
+            self.voted = true;
+        }
+        let previous = std::mem::replace(&mut self.leader, new_leader);
+        if self.quorum_mode() {
+            // The term comes from the claim or the vote (see `lease`); a released
+            // leader must not be replaced before the next event.
+            if previous.is_some() {
+                self.quorum.released_now = true;
+                self.quorum.wake_now = true;
+            }
+            self.term = self.published_term();
+        } else if self.leader.is_some() {
+            self.term = self.term.max(self.last_change_term + 1);
+        }
+        self.last_change_term = self.term;
+        out.push(Action::LeaderChanged(LeaderChange {
+            me: self.me.clone(),
+            previous,
+            current: self.leader.clone(),
+            term: self.term,
+        }));
+    }
+
+    /// The leader to follow when `nominee` (another node) is the most senior one this
+    /// node knows: the nominee itself, unless the nominee follows a leader that this
+    /// node cannot reach (not a member: a link that fails one way, or a partition that
+    /// spares the nominee). Then this node follows that leader on the nominee's word,
+    /// so a one-way link does not split the cluster's view of its leader. Never a leader
+    /// this node removed (tombstoned): its members' states may be older than that.
+    pub(super) fn deferred(&self, nominee: &str) -> String {
+        let named = self
+            .members
+            .get(nominee)
+            .and_then(|m| m.state.as_ref())
+            .and_then(|s| s.leader.as_deref());
+        match named {
+            // A leader this node removed itself is not taken on anyone's word: the
+            // nominee's state may predate its fall.
+            Some(l)
+                if l != nominee
+                    && l != self.me
+                    && !self.members.contains_key(l)
+                    && !self.tombstones.contains_key(l) =>
+            {
+                l.to_string()
+            }
+            _ => nominee.to_string(),
+        }
+    }
+}

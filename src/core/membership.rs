@@ -1,0 +1,276 @@
+//! Membership: who is a member, whom to contact each round, and how addresses join and
+//! leave (rules 2, 3 and 7 of the module docs): a caller or a listed address becomes a
+//! member only once it answered a fetch itself; removed members are tombstoned with
+//! their start time so stale answers cannot bring them back with their old seniority.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use rand::Rng;
+
+use super::{Action, Core, RemoveReason};
+use crate::wire::PeerState;
+
+#[derive(Debug, Clone)]
+pub(super) struct Member {
+    /// Last state received from the member itself.
+    pub(super) state: Option<PeerState>,
+    /// Time of the last successful fetch.
+    pub(super) last_contact: Option<Duration>,
+    /// Set by a timeout, cleared by any success.
+    pub(super) suspect_since: Option<Duration>,
+    /// When it became a member.
+    pub(super) added_at: Duration,
+    /// Quorum mode: when this node sent the fetch whose answer last confirmed it as
+    /// leader with its current term (cleared by an answer that does not).
+    pub(super) confirmed_at: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Tombstone {
+    /// Start time the member had when removed (`None`: any start time).
+    pub(super) start_time: Option<f64>,
+    pub(super) until: Duration,
+    /// Removed because it stopped answering (not refused, not left): a partition looks
+    /// like this.
+    pub(super) timed_out: bool,
+}
+
+/// Upper bound on fetches to not-yet-members outstanding at once, so a long member list
+/// from a peer cannot make us open thousands of connections in one go.
+const MAX_JOIN_FETCHES: usize = 64;
+
+impl Core {
+    pub(super) fn on_tick(&mut self, now: Duration, wall: f64, out: &mut Vec<Action>) {
+        if self.leaving {
+            return;
+        }
+        self.check_pause(now, wall, out);
+        self.last_tick = Some(now);
+        self.wall_ref = Some((now, wall));
+        self.tombstones.retain(|_, t| t.until > now);
+
+        self.expire_suspects(now, out);
+
+        for seed in self.seeds.clone() {
+            if !self.members.contains_key(&seed) {
+                self.fetch(seed, out);
+            }
+        }
+        for addr in self.round_targets() {
+            self.fetch(addr, out);
+        }
+    }
+
+    /// Members to contact this round: all of them, or `fanout` of them in rotation plus
+    /// those that matter for the election (leader, nominee, suspects), or all while this
+    /// node waits for confirmation of its own leadership.
+    fn round_targets(&mut self) -> Vec<String> {
+        let n = self.members.len();
+        // In quorum mode a leader renews its lease from every member each round.
+        let pending_self = self.awaiting_votes() || (self.quorum_mode() && self.acting());
+        if self.cfg.fanout == 0 || n <= self.cfg.fanout || pending_self {
+            return self.members.keys().cloned().collect();
+        }
+        if self.cycle_left == 0 {
+            // Each cycle visits every member once, starting at a random offset. Member
+            // lists are in nearly the same order on every node: a shared starting point
+            // would make every node contact the same few members in the same round and
+            // leave the rest unchecked for a whole cycle.
+            self.cursor = self.rng.random_range(0..n);
+            self.cycle_left = n;
+        }
+        let mut picked: Vec<String> = Vec::with_capacity(self.cfg.fanout + 2);
+        for i in 0..self.cfg.fanout {
+            if let Some((addr, _)) = self.members.get_index((self.cursor + i) % n) {
+                picked.push(addr.clone());
+            }
+        }
+        self.cursor = (self.cursor + self.cfg.fanout) % n;
+        self.cycle_left = self.cycle_left.saturating_sub(self.cfg.fanout);
+        let nominee = self.nominee();
+        for (addr, m) in &self.members {
+            let important = m.suspect_since.is_some()
+                || Some(addr) == self.leader.as_ref()
+                || Some(addr) == nominee.as_ref()
+                || m.state.is_none();
+            if important && !picked.contains(addr) {
+                picked.push(addr.clone());
+            }
+        }
+        picked
+    }
+
+    pub(super) fn on_state(
+        &mut self,
+        now: Duration,
+        from: String,
+        state: PeerState,
+        out: &mut Vec<Action>,
+    ) {
+        self.seeds_unanswered.remove(&from);
+        if from == self.me || self.leaving {
+            return;
+        }
+        let stale = self
+            .tombstones
+            .get(&from)
+            .is_some_and(|t| t.start_time.is_none_or(|st| st == state.start_time));
+        if state.leaving {
+            self.release_promise(&from);
+        }
+        if state.leaving || stale {
+            if self.members.contains_key(&from) {
+                let reason = if state.leaving {
+                    RemoveReason::Left
+                } else {
+                    RemoveReason::Stale
+                };
+                self.remove(now, &from, Some(state.start_time), reason, out);
+            }
+            return;
+        }
+        self.tombstones.remove(&from);
+        self.had_peers = true;
+        if !self.quorum_mode() {
+            self.term = self.term.max(state.term);
+        }
+        // Hints: a peer whose list lacks a member we have known long enough for it to
+        // have learned may have seen that member fail. Check it directly now rather than
+        // when our rotation reaches it: failures spread epidemically, while removal still
+        // only ever follows our own failed contact, never hearsay.
+        let hints: Vec<String> = {
+            let theirs: HashSet<&str> = state.members.iter().map(String::as_str).collect();
+            self.members
+                .iter()
+                .filter(|(a, m)| {
+                    **a != from
+                        && !theirs.contains(a.as_str())
+                        && now.saturating_sub(m.added_at) >= self.cfg.suspicion_timeout
+                })
+                .map(|(a, _)| a.clone())
+                .collect()
+        };
+        let learned: Vec<String> = state
+            .members
+            .iter()
+            .filter(|a| **a != self.me && !self.members.contains_key(*a) && **a != from)
+            .cloned()
+            .collect();
+        if !self.members.contains_key(&from) {
+            self.members.insert(
+                from.clone(),
+                Member {
+                    state: None,
+                    last_contact: None,
+                    suspect_since: None,
+                    added_at: now,
+                    confirmed_at: None,
+                },
+            );
+            out.push(Action::MemberAdded { addr: from.clone() });
+        }
+        if let Some(m) = self.members.get_mut(&from) {
+            m.state = Some(state);
+            m.last_contact = Some(now);
+            m.suspect_since = None;
+        }
+        if self.quorum_mode() {
+            let sent = self.fetch_sent.get(&from).copied();
+            self.quorum_on_state(&from, sent);
+        }
+        for addr in learned {
+            if self.in_flight.len() >= MAX_JOIN_FETCHES + self.members.len() {
+                break;
+            }
+            self.fetch(addr, out);
+        }
+        for addr in hints {
+            if !self.in_flight.contains(&addr) {
+                self.fetch(addr, out);
+            }
+        }
+    }
+
+    pub(super) fn on_announced(&mut self, addr: String, out: &mut Vec<Action>) {
+        if self.leaving || addr == self.me {
+            return;
+        }
+        match self.members.get(&addr) {
+            // Unknown caller: fetch its state, which adds it if it answers (rule 3).
+            None => self.fetch(addr, out),
+            Some(m) => {
+                let waiting_for_votes = self.awaiting_votes();
+                let stale_vote = m
+                    .state
+                    .as_ref()
+                    .is_none_or(|s| s.leader.as_deref() != Some(&self.me));
+                if waiting_for_votes && stale_vote {
+                    self.fetch(addr, out);
+                }
+            }
+        }
+    }
+
+    pub(super) fn on_leave(&mut self, out: &mut Vec<Action>) {
+        if self.leaving {
+            return;
+        }
+        if self.leader.is_some() {
+            self.set_leader(None, out);
+        }
+        self.leaving = true;
+        for addr in self.members.keys() {
+            out.push(Action::SendLeave { addr: addr.clone() });
+        }
+    }
+
+    pub(super) fn fetch(&mut self, addr: String, out: &mut Vec<Action>) {
+        if addr == self.me {
+            return;
+        }
+        if self.in_flight.contains(&addr) {
+            self.refetch.insert(addr);
+        } else {
+            self.in_flight.insert(addr.clone());
+            self.fetch_sent.insert(addr.clone(), self.now);
+            out.push(Action::FetchState { addr });
+        }
+    }
+
+    /// A fetch to `addr` completed: issue the one asked for meanwhile, if any.
+    pub(super) fn fetch_done(&mut self, addr: &str, out: &mut Vec<Action>) {
+        self.in_flight.remove(addr);
+        self.fetch_sent.remove(addr);
+        if self.refetch.remove(addr) && !self.leaving {
+            self.fetch(addr.to_string(), out);
+        }
+    }
+
+    /// Remove `addr` if it is a member, tombstoned with `seen` (a start time just
+    /// received from it) or else the start time of its last stored state.
+    pub(super) fn remove(
+        &mut self,
+        now: Duration,
+        addr: &str,
+        seen: Option<f64>,
+        reason: RemoveReason,
+        out: &mut Vec<Action>,
+    ) {
+        if let Some(member) = self.members.shift_remove(addr) {
+            let start_time = seen.or_else(|| member.state.map(|s| s.start_time));
+            self.tombstones.insert(
+                addr.to_string(),
+                Tombstone {
+                    start_time,
+                    until: now + self.cfg.rejoin_holdoff,
+                    timed_out: reason == RemoveReason::Timeout,
+                },
+            );
+            out.push(Action::MemberRemoved {
+                addr: addr.to_string(),
+                reason,
+            });
+        }
+    }
+}

@@ -1,0 +1,183 @@
+//! What goes in and out of the core: its settings, the events it is fed and the actions
+//! it returns. Plain data, shared by every part of the core and by the runtime.
+
+use std::time::Duration;
+
+use crate::wire::PeerState;
+
+/// Protocol settings the core needs. Durations are monotonic time spans.
+///
+/// Build from [`crate::config::Config`]; `CoreConfig::default()` gives the defaults.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CoreConfig {
+    /// Members contacted per round once there are more than this many; the leader, the
+    /// nominee and suspects are contacted every round regardless. `0` means all members.
+    pub fanout: usize,
+    /// Members asked to probe a suspect indirectly (SWIM's *k*).
+    pub indirect_probes: usize,
+    /// How long a member may stay suspect, with no successful contact, before removal.
+    pub suspicion_timeout: Duration,
+    /// How long a removed member's (address, start time) is refused re-entry.
+    pub rejoin_holdoff: Duration,
+    /// A gap between two ticks longer than this means the node was paused: peers have
+    /// removed it, so it rejoins as junior. Must be shorter than the time peers need to
+    /// remove a silent node (request timeout + suspicion timeout).
+    pub pause_threshold: Duration,
+    /// Whether this node may ever lead (`false` makes a witness that only votes).
+    pub eligible: bool,
+    /// Optional node name, gossiped for humans.
+    pub name: Option<String>,
+    /// Quorum mode: with `quorum > 1` a node acts as leader only while at least this
+    /// many nodes (itself included) have confirmed it within `lease`, and a node that
+    /// cannot reach that many follows nobody. `0` or `1`: off (the Python behaviour).
+    pub quorum: usize,
+    /// Quorum mode: how long one confirmation lets a leader keep acting, on its own
+    /// monotonic clock, counted from when it sent the request that was confirmed.
+    pub lease: Duration,
+}
+
+impl Default for CoreConfig {
+    fn default() -> Self {
+        CoreConfig {
+            fanout: 8,
+            indirect_probes: 3,
+            suspicion_timeout: Duration::from_secs(2),
+            rejoin_holdoff: Duration::from_secs(5),
+            pause_threshold: Duration::from_secs(2),
+            eligible: true,
+            name: None,
+            quorum: 0,
+            lease: Duration::from_secs(3),
+        }
+    }
+}
+
+/// How a contact with a peer failed, as classified by the runtime.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// The connection could not be made (refused, unreachable, unresolvable): the peer
+    /// is definitely not serving. A strong signal.
+    Refused,
+    /// No complete answer in time, or the connection dropped mid-request. A weak signal:
+    /// a busy machine produces these too.
+    Timeout,
+    /// The peer answered, but not with a valid state (bad status, malformed or oversized
+    /// JSON). It is up but not a usable member.
+    BadResponse,
+    /// The peer itself answered that it is leaving (HTTP 503 from its `/state/{addr}`):
+    /// it has released leadership, so a promise to it may end now.
+    Leaving,
+}
+
+/// Something that happened, fed to [`Core::handle`](super::Core::handle).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// The round timer fired. `wall` is the wall clock (epoch seconds), used only to take
+    /// a new start time after a pause.
+    Tick { wall: f64 },
+    /// A `FetchState` succeeded; `state` is already validated.
+    StateReceived { from: String, state: PeerState },
+    /// A `FetchState` failed.
+    ContactFailed { addr: String, failure: Failure },
+    /// Answer to a `Probe`: whether `target` answered the helper's ping.
+    ProbeAnswered { target: String, reachable: bool },
+    /// A peer called `GET /state/{addr}` on us, naming itself.
+    Announced { addr: String },
+    /// An idle keep-alive connection to `addr` was closed by the other side. When a
+    /// process dies its kernel closes its sockets, so this is often the first sign of a
+    /// crash; the core checks the member at once instead of at its next round.
+    ConnectionLost { addr: String },
+    /// A peer announced it is leaving (`POST /leave/{addr}`).
+    LeaveReceived { addr: String },
+    /// We are shutting down gracefully: give up leadership and tell the members.
+    Leave,
+    /// Result of the health check: an unhealthy node is not eligible.
+    SetHealth { healthy: bool },
+    /// Leadership could not be taken up (the leader hook failed): not eligible for
+    /// `cooldown`, so the next most senior node takes over.
+    StepDown { cooldown: Duration },
+    /// The time returned by [`Core::next_deadline`](super::Core::next_deadline) has come (a lease or a promise may
+    /// have run out). Carries no other information.
+    Wake,
+    /// This node's published state, naming `to` as leader, was served to `to` itself
+    /// (`GET /state/{to}`) at monotonic time `at`: `to` may count it as a confirmation,
+    /// so this node must not confirm anyone else until that promise has run out. The
+    /// runtime feeds the latest such time before every other event.
+    VoteServed { to: String, at: Duration },
+}
+
+/// Why a member was removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RemoveReason {
+    /// Connection refused or unreachable.
+    Unreachable,
+    /// It answered with something that is not a valid state.
+    BadResponse,
+    /// Suspected after a timeout and not confirmed alive within `suspicion_timeout`.
+    Timeout,
+    /// It announced it is leaving, or reported itself as leaving.
+    Left,
+    /// It came back with the start time it had when removed, within `rejoin_holdoff`.
+    Stale,
+}
+
+impl std::fmt::Display for RemoveReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            RemoveReason::Unreachable => "unreachable",
+            RemoveReason::BadResponse => "bad response",
+            RemoveReason::Timeout => "timed out",
+            RemoveReason::Left => "left",
+            RemoveReason::Stale => "stale after removal",
+        })
+    }
+}
+
+/// A change of leader as seen by one node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaderChange {
+    /// This node's address.
+    pub me: String,
+    /// The leader before the change, if any.
+    pub previous: Option<String>,
+    /// The leader after the change, or `None` while there is none (election pending,
+    /// no eligible node, or this node is leaving).
+    pub current: Option<String>,
+    /// This node's term after the change.
+    pub term: u64,
+}
+
+impl LeaderChange {
+    /// This node became leader with this change.
+    pub fn gained(&self) -> bool {
+        self.current.as_deref() == Some(self.me.as_str())
+    }
+    /// This node stopped being leader with this change.
+    pub fn lost(&self) -> bool {
+        self.previous.as_deref() == Some(self.me.as_str())
+    }
+}
+
+/// Something the runtime must do (or report) for the core.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// `GET /state/{me}` at `addr`; answer with `StateReceived` or `ContactFailed`.
+    /// At most one fetch per address is outstanding at a time.
+    FetchState { addr: String },
+    /// Ask `via` to ping `target` (`GET /probe/{target}`); answer with `ProbeAnswered`.
+    Probe { target: String, via: String },
+    /// `POST /leave/{me}` at `addr`, best effort; no answer expected.
+    SendLeave { addr: String },
+    /// The leader changed. Reported in order, once per change.
+    LeaderChanged(LeaderChange),
+    /// A member was added (for logs and observers).
+    MemberAdded { addr: String },
+    /// A member was removed (for logs and observers).
+    MemberRemoved { addr: String, reason: RemoveReason },
+    /// This node took a new start time (epoch seconds): it is the most junior member
+    /// now, after a pause, a lost quorum, a step-down or a partition (for logs and
+    /// observers; the new state follows with `StateChanged`).
+    StartTimeChanged { start_time: f64 },
+    /// This node's own state document changed: republish `/state`.
+    StateChanged,
+}
