@@ -81,7 +81,7 @@ impl Core {
             }
             self.term = self.published_term();
         } else if self.leader.is_some() {
-            self.term = self.term.max(self.last_change_term + 1);
+            self.term = self.term.max(self.last_change_term.saturating_add(1));
         }
         self.last_change_term = self.term;
         out.push(Action::LeaderChanged(LeaderChange {

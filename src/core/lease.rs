@@ -163,7 +163,7 @@ impl Core {
                 state.term >= claim
             };
             if blocks {
-                self.restart_claim(state.term + 1);
+                self.restart_claim(state.term.saturating_add(1));
                 return;
             }
         }
@@ -241,7 +241,7 @@ impl Core {
         }
         let Some(claim) = self.quorum.claim else {
             let q = &self.quorum;
-            let term = q.seen_term.max(q.voted_term).max(q.acted_term) + 1;
+            let term = q.seen_term.max(q.voted_term).max(q.acted_term).saturating_add(1);
             self.restart_claim(term);
             return None;
         };

@@ -349,3 +349,18 @@ fn a_node_that_cannot_reach_the_leader_follows_it_on_the_word_of_a_more_senior_m
         assert_eq!(c.leader(), Some(B), "quorum {quorum}");
     }
 }
+
+#[test]
+fn a_peer_reporting_the_largest_term_cannot_overflow_it() {
+    // Default mode: the next change would add one to u64::MAX.
+    let mut b = node(B, 20.0, &[A, B]);
+    tick(&mut b, ms(0));
+    recv(&mut b, ms(1), A, state(&[A, B], Some(A), 10.0, u64::MAX));
+    fail(&mut b, ms(2), A, Failure::Refused);
+    assert_eq!(b.term(), u64::MAX);
+    // Quorum mode: a claim above u64::MAX.
+    let mut a = qnode(A, 10.0, &[A, B], 2);
+    tick(&mut a, ms(0));
+    recv(&mut a, ms(1), B, state(&[B, A], None, 20.0, u64::MAX));
+    assert_eq!(a.term(), u64::MAX);
+}
