@@ -345,6 +345,11 @@ fn partitions(bin: &std::path::Path, args: &Args) -> anyhow::Result<Vec<partitio
     }
     let quorum = partition::has_quorum_mode(bin);
     if !quorum {
+        anyhow::ensure!(
+            std::env::var_os("CI").is_none(),
+            "{} offers no --quorum: quorum mode cannot be measured (CI is set)",
+            bin.display()
+        );
         eprintln!(
             "\n*** NOTE: {} offers no --quorum: measuring the default mode only ***\n",
             bin.display()
