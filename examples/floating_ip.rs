@@ -353,8 +353,7 @@ fn run(
     )
     .context("cannot start the crash guard")?;
     // The same for an on_follower command, if one is configured too.
-    let hooks_guard = resolved
-        .crash_guard()
+    let hooks_guard = les::daemon::crash_guard(&resolved)
         .context("cannot start the crash guard for on_follower")?;
 
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -362,8 +361,7 @@ fn run(
         .build()
         .context("cannot start the async runtime")?;
     rt.block_on(async {
-        let node = resolved
-            .node_builder()
+        let node = les::daemon::node_builder(&resolved)
             .on_leader_change(FloatingIp {
                 vip,
                 iface,

@@ -5,19 +5,27 @@
 //! | `GET /ping` | `200 OK` (`503` while leaving) |
 //! | `GET /state` | this node's state JSON |
 //! | `GET /state/{addr}` | the same; `{addr}` is fetched back and added once it answers |
-//! | `GET /diag` | `{"state", "member_states", "member_info"}`, pretty-printed |
+//! | `GET /diag` | `{"state", "member_states", "member_info"}` (and `"lease"` in quorum mode), pretty-printed |
 //! | `POST /leave/{addr}` | `{addr}` is leaving: drop it now (les extension) |
 //! | `GET /probe/{addr}` | `200` if this node can ping `{addr}`, `503` if not (les extension, SWIM indirect probe) |
 //! | `GET /metrics` | counters in Prometheus text format (les extension) |
 //!
 //! Trailing slashes are accepted everywhere. The server never blocks on the protocol
-//! loop: `/state` is served from a pre-serialized snapshot the loop publishes, and
-//! notices for the loop go through a bounded queue (dropped, not waited on, when full).
-//! Slow clients are cut off by a header-read timeout; request bodies are never read.
+//! loop: `/state` is served from a pre-serialized snapshot the loop publishes in a
+//! [`Published`] cell, and notices for the loop go through a bounded queue (dropped,
+//! not waited on, when full). Slow clients are cut off by a header-read timeout;
+//! request bodies are never read.
+//!
+//! Quorum mode needs one more thing from the server: a follower that serves its vote
+//! to the leader it names (`GET /state/{leader}`) has promised that leader not to
+//! confirm anyone else for a lease. So the server stamps the time of the latest such
+//! answer in the cell, under the same lock the loop publishes with, and the loop feeds
+//! the stamp to the core before every event: no answer naming an old leader can be
+//! served once the state has changed without the core having seen its time.
 
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use http_body_util::Full;
@@ -26,13 +34,13 @@ use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::client::PeerClient;
 use crate::metrics::Metrics;
-use crate::net::Network;
+use crate::net::{Network, PauseGate, Timebase};
 use crate::wire::{check_addr, Diag};
 
 /// Longest a connection may take to send a request's headers, counted from the end of
@@ -51,10 +59,63 @@ pub(crate) enum Inbound {
     Diag(oneshot::Sender<Diag>),
 }
 
+/// What the protocol loop publishes for the server, and what the server tells the
+/// loop back about serving it. Never locked across an `await`.
+#[derive(Debug, Default)]
+pub(crate) struct Published {
+    /// This node's `/state` body.
+    pub body: Bytes,
+    /// The leader that body names.
+    pub leader: Option<String>,
+    /// When (the node's monotonic time) the body was last served to `leader` itself;
+    /// reset to `None` when the leader changes.
+    pub leader_served_at: Option<Duration>,
+}
+
+/// The [`Published`] cell the loop and the server share.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct PublishedCell(Arc<Mutex<Published>>);
+
+impl PublishedCell {
+    /// A cell holding `body`, which names `leader`.
+    pub fn new(body: Bytes, leader: Option<String>) -> Self {
+        PublishedCell(Arc::new(Mutex::new(Published {
+            body,
+            leader,
+            leader_served_at: None,
+        })))
+    }
+
+    /// Lock the cell. A panic elsewhere while it was held left plain data behind,
+    /// still usable, so poisoning is ignored.
+    pub fn lock(&self) -> MutexGuard<'_, Published> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The body, for `GET /state`.
+    fn body(&self) -> Bytes {
+        self.lock().body.clone()
+    }
+
+    /// The body, to answer `GET /state/{caller}` with. If `caller` is the leader it
+    /// names, `now()` (taken under the lock) is stamped as `leader_served_at`.
+    fn serve_to(&self, caller: &str, now: impl FnOnce() -> Duration) -> Bytes {
+        let mut p = self.lock();
+        if p.leader.as_deref() == Some(caller) {
+            p.leader_served_at = Some(now());
+        }
+        p.body.clone()
+    }
+}
+
 /// What request handlers share.
 pub(crate) struct Api<N: Network> {
     /// This node's `/state` body, republished by the loop on every change.
-    pub state_json: watch::Receiver<Bytes>,
+    pub published: PublishedCell,
+    /// The node's monotonic time, for the stamps in `published`.
+    pub timebase: Timebase,
+    /// Requests wait here while the simulator pauses the node.
+    pub gate: PauseGate,
     /// Set once the node starts leaving: `/ping` and `/state/{addr}` answer 503.
     pub leaving: Arc<AtomicBool>,
     pub inbound: mpsc::Sender<Inbound>,
@@ -98,14 +159,14 @@ pub(crate) async fn route<N: Network>(api: &Api<N>, method: &Method, path: &str)
     match (method, head, arg) {
         (&Method::GET, "ping", None) if leaving => text(StatusCode::SERVICE_UNAVAILABLE, "leaving"),
         (&Method::GET, "ping", None) => text(StatusCode::OK, "OK"),
-        (&Method::GET, "state", None) => json(api.state_json.borrow().clone()),
+        (&Method::GET, "state", None) => json(api.published.body()),
         (&Method::GET, "state", Some(_)) if leaving => {
             text(StatusCode::SERVICE_UNAVAILABLE, "leaving")
         }
         (&Method::GET, "state", Some(addr)) => {
             // Never wait on the loop: under a flood, drop the notice (the caller retries).
             let _ = api.inbound.try_send(Inbound::Announced(addr.to_string()));
-            json(api.state_json.borrow().clone())
+            json(api.published.serve_to(addr, || api.timebase.now()))
         }
         (&Method::GET, "diag", None) => {
             let (tx, rx) = oneshot::channel();
@@ -174,6 +235,7 @@ pub(crate) async fn serve<N: Network>(
             let service = service_fn(move |req: Request<Incoming>| {
                 let api = api.clone();
                 async move {
+                    api.gate.passed().await;
                     let resp = route(&api, req.method(), req.uri().path()).await;
                     Metrics::add(&api.metrics.requests_served, 1);
                     Metrics::add(
@@ -202,5 +264,21 @@ pub(crate) async fn serve<N: Network>(
                 }
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_an_answer_to_the_leader_named_is_stamped() {
+        let cell = PublishedCell::new(Bytes::from_static(b"{}"), Some("a:1".into()));
+        let at = Duration::from_millis(7);
+        assert_eq!(cell.body(), Bytes::from_static(b"{}"));
+        assert_eq!(cell.serve_to("b:1", || at), Bytes::from_static(b"{}"));
+        assert_eq!(cell.lock().leader_served_at, None);
+        cell.serve_to("a:1", || at);
+        assert_eq!(cell.lock().leader_served_at, Some(at));
     }
 }

@@ -57,6 +57,9 @@ impl ContactError {
         match self {
             ContactError::Connect(_) => Failure::Refused,
             ContactError::Timeout(_) | ContactError::Broken(_) => Failure::Timeout,
+            // What a node answers on /state/{addr} while it leaves (see `api`): its own
+            // word that it has released leadership.
+            ContactError::Status(hyper::StatusCode::SERVICE_UNAVAILABLE) => Failure::Leaving,
             ContactError::Status(_) | ContactError::Body(_) | ContactError::State(_) => {
                 Failure::BadResponse
             }
@@ -236,7 +239,7 @@ pub struct Connector<N> {
 }
 
 impl<N: Network> tower_service::Service<Uri> for Connector<N> {
-    type Response = Conn<N::Stream>;
+    type Response = TokioIo<Watched<N::Stream>>;
     type Error = std::io::Error;
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
 
@@ -253,53 +256,19 @@ impl<N: Network> tower_service::Service<Uri> for Connector<N> {
             })?;
             let addr = authority.as_str().to_owned();
             let stream = net.connect(addr.clone()).await?;
-            Ok(Conn(TokioIo::new(Watched {
+            Ok(TokioIo::new(Watched {
                 inner: stream,
                 peer: addr,
                 lost,
-            })))
+            }))
         })
-    }
-}
-
-/// A connected stream, usable by hyper.
-pub struct Conn<S>(TokioIo<Watched<S>>);
-
-impl<S> Connection for Conn<S> {
-    fn connected(&self) -> Connected {
-        Connected::new()
-    }
-}
-
-impl<S: AsyncRead + AsyncWrite + Unpin> hyper::rt::Read for Conn<S> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: hyper::rt::ReadBufCursor<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().0).poll_read(cx, buf)
-    }
-}
-
-impl<S: AsyncRead + AsyncWrite + Unpin> hyper::rt::Write for Conn<S> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.get_mut().0).poll_write(cx, buf)
-    }
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().0).poll_flush(cx)
-    }
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().0).poll_shutdown(cx)
     }
 }
 
 /// A stream that reports its peer once on `lost` when a read finds the connection
 /// closed or broken. hyper keeps reading idle pooled connections to notice exactly
 /// that, so a peer process that dies is reported within moments, not at the next round.
+/// hyper uses it wrapped in [`TokioIo`].
 pub struct Watched<S> {
     inner: S,
     peer: String,
@@ -311,6 +280,13 @@ impl<S> Watched<S> {
         if let Some(tx) = self.lost.take() {
             let _ = tx.send(std::mem::take(&mut self.peer));
         }
+    }
+}
+
+/// What hyper-util's pool asks of a connection; `TokioIo<Watched<S>>` forwards to it.
+impl<S> Connection for Watched<S> {
+    fn connected(&self) -> Connected {
+        Connected::new()
     }
 }
 

@@ -8,47 +8,21 @@
 //! result. Library users skip all that and build a [`Config`] directly with
 //! [`Config::new`].
 //!
-//! Every key is documented with its default in `les.toml.example`, which a test parses.
+//! Every key is documented with its default in `les.toml.example`, which a test parses
+//! and compares with [`defaults`].
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use clap::ValueEnum as _;
 use serde::{Deserialize, Serialize};
 
-use crate::commands::{CommandHealthCheck, CommandHooks, CrashGuard};
 use crate::core::CoreConfig;
-use crate::net::TokioNetwork;
-use crate::node::{Node, NodeBuilder};
 use crate::wire::{check_addr, AddrError};
 
-/// Defaults, in one place; `les.toml.example` and `--help` repeat them.
-pub mod defaults {
-    use std::time::Duration;
-    /// Port the HTTP API listens on (the Python LES default).
-    pub const BIND_PORT: u16 = 4000;
-    /// Period of a gossip round. Failover is driven by closed connections, refused
-    /// connections and "gossip on change", so it takes round trips, not rounds; the
-    /// interval bounds how fast a silent failure is noticed, and sets the idle cost.
-    pub const INTERVAL: Duration = Duration::from_secs(1);
-    /// Deadline for one request to a peer, connect included.
-    pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(1);
-    /// How long a member that timed out stays suspect before it is removed.
-    pub const SUSPICION_TIMEOUT: Duration = Duration::from_secs(2);
-    /// How long a removed member may not come back with its old start time.
-    pub const REJOIN_HOLDOFF: Duration = Duration::from_secs(5);
-    /// Members contacted per round in large clusters (leader and suspects always are).
-    pub const FANOUT: usize = 8;
-    /// Longest a leader-change handler call (all hook commands of one change together)
-    /// or a health check may run before it is cancelled and counts as failed.
-    pub const HOOK_TIMEOUT: Duration = Duration::from_secs(10);
-    /// How long a node that could not take up leadership stays ineligible.
-    pub const STEP_DOWN_COOLDOWN: Duration = Duration::from_secs(30);
-    /// Period of the health check command.
-    pub const HEALTH_INTERVAL: Duration = Duration::from_secs(2);
-    /// Quorum mode: how long a confirmation by a quorum lets the leader act.
-    pub const LEASE: Duration = Duration::from_secs(3);
-}
+/// The defaults, re-exported from [`crate::defaults`] where every layer can read them.
+pub use crate::defaults;
 
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
@@ -101,7 +75,7 @@ impl Config {
             .and_then(|(_, p)| p.parse().ok())
             .unwrap_or(defaults::BIND_PORT);
         Config {
-            bind: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port),
+            bind: SocketAddr::new(defaults::BIND_INTERFACE, port),
             advertise_addr,
             seeds,
             name: None,
@@ -110,13 +84,16 @@ impl Config {
             suspicion_timeout: defaults::SUSPICION_TIMEOUT,
             rejoin_holdoff: defaults::REJOIN_HOLDOFF,
             fanout: defaults::FANOUT,
-            eligible: true,
-            quorum: 0,
+            eligible: defaults::ELIGIBLE,
+            quorum: defaults::QUORUM,
             lease: defaults::LEASE,
         }
     }
 
     /// Check the settings before anything starts; the error names the offending key.
+    /// In quorum mode (`quorum >= 2`) `lease` must be at least `interval +
+    /// request_timeout`. A `quorum` of 1, or one larger than the nodes the seeds name,
+    /// is allowed: the runtime logs what it means when the node starts.
     pub fn validate(&self) -> Result<(), ConfigError> {
         check_addr(&self.advertise_addr).map_err(|why| ConfigError::Address {
             key: "advertise_addr",
@@ -153,6 +130,16 @@ impl Config {
             return Err(ConfigError::Invalid {
                 key: "interval",
                 why: "must be at least 10ms".into(),
+            });
+        }
+        let renewal = self.interval + self.request_timeout;
+        if self.quorum >= 2 && self.lease < renewal {
+            return Err(ConfigError::Invalid {
+                key: "lease",
+                why: format!(
+                    "must be at least interval + request_timeout ({}) in quorum mode: the leader renews its lease in its regular rounds; a shorter lease lapses on one slow answer",
+                    humantime::format_duration(renewal)
+                ),
             });
         }
         Ok(())
@@ -226,6 +213,9 @@ pub struct FileConfig {
     pub rejoin_holdoff: Option<Duration>,
     pub fanout: Option<usize>,
     pub eligible: Option<bool>,
+    pub quorum: Option<usize>,
+    #[serde(default, with = "humantime_serde")]
+    pub lease: Option<Duration>,
     pub log_format: Option<LogFormat>,
     pub on_leader: Option<String>,
     pub on_follower: Option<String>,
@@ -271,16 +261,18 @@ fn parse_seed(s: &str) -> Result<String, String> {
 /// Flags (and `LES_*` environment variables) for running a node.
 ///
 /// Every field is optional so that a value from the config file can fill it; defaults
-/// are applied last by [`RunArgs::resolve`].
+/// are applied last by [`RunArgs::resolve`]. The `[default: …]` in each flag's help is
+/// generated from [`defaults`] ([`help_default`]), never typed here.
 #[derive(Debug, Clone, Default, clap::Args)]
+#[command(mut_args(document_default))]
 pub struct RunArgs {
     /// TOML config file (every key documented in les.toml.example).
     #[arg(long, env = "LES_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Interface address the HTTP API binds to [default: 0.0.0.0].
+    /// Interface address the HTTP API binds to.
     #[arg(long, env = "LES_BIND_INTERFACE", value_name = "IP")]
     pub bind_interface: Option<IpAddr>,
-    /// Port the HTTP API listens on [default: 4000].
+    /// Port the HTTP API listens on.
     #[arg(long, env = "LES_BIND_PORT", value_name = "PORT")]
     pub bind_port: Option<u16>,
     /// host:port other nodes use to reach this node; also its identity (required).
@@ -297,28 +289,37 @@ pub struct RunArgs {
         conflicts_with = "interval"
     )]
     pub loop_rate: Option<u64>,
-    /// Gossip round period, e.g. 250ms or 2s [default: 1s].
+    /// Gossip round period, e.g. 250ms or 2s.
     #[arg(long, env = "LES_INTERVAL", value_name = "DURATION", value_parser = parse_duration)]
     pub interval: Option<Duration>,
-    /// Deadline for one request to a peer [default: 1s].
+    /// Deadline for one request to a peer.
     #[arg(long, env = "LES_REQUEST_TIMEOUT", value_name = "DURATION", value_parser = parse_duration)]
     pub request_timeout: Option<Duration>,
-    /// How long a member that timed out stays suspect before removal [default: 2s].
+    /// How long a member that timed out stays suspect before removal.
     #[arg(long, env = "LES_SUSPICION_TIMEOUT", value_name = "DURATION", value_parser = parse_duration)]
     pub suspicion_timeout: Option<Duration>,
-    /// How long a removed member may not return with its old start time [default: 5s].
+    /// How long a removed member may not return with its old start time.
     #[arg(long, env = "LES_REJOIN_HOLDOFF", value_name = "DURATION", value_parser = parse_duration)]
     pub rejoin_holdoff: Option<Duration>,
-    /// Members contacted per round in large clusters; 0 = all [default: 8].
+    /// Members contacted per round in large clusters; 0 = all.
     #[arg(long, env = "LES_FANOUT", value_name = "N")]
     pub fanout: Option<usize>,
-    /// Whether this node may lead; false makes a witness that only votes [default: true].
+    /// Whether this node may lead; false makes a witness that only votes.
     #[arg(long, env = "LES_ELIGIBLE", value_name = "BOOL")]
     pub eligible: Option<bool>,
+    /// Quorum mode: act as leader only while at least N nodes (this one and witnesses
+    /// included) confirm it; a node that cannot reach N follows nobody. Use a majority
+    /// of the fleet: 2 of 3, 3 of 5. 0 = off
+    #[arg(long, env = "LES_QUORUM", value_name = "N")]
+    pub quorum: Option<usize>,
+    /// Quorum mode: how long a quorum's confirmation lets the leader act; the new leader
+    /// waits it out after a failure
+    #[arg(long, env = "LES_LEASE", value_name = "DURATION", value_parser = parse_duration)]
+    pub lease: Option<Duration>,
     /// Node name shown in /diag/ and `les status`.
     #[arg(long, env = "LES_NAME")]
     pub name: Option<String>,
-    /// Log format [default: text]. Verbosity comes from RUST_LOG (default: info).
+    /// Log format; verbosity comes from RUST_LOG (default: info).
     #[arg(long, env = "LES_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
     /// Shell command run when this node becomes leader; a non-zero exit makes it step
@@ -333,23 +334,70 @@ pub struct RunArgs {
     #[arg(long, env = "LES_ON_CHANGE", value_name = "COMMAND")]
     pub on_change: Option<String>,
     /// Longest the hook commands of one change, or a health check, may run before they
-    /// are killed and count as failed [default: 10s].
+    /// are killed and count as failed.
     #[arg(long, env = "LES_HOOK_TIMEOUT", value_name = "DURATION", value_parser = parse_duration)]
     pub hook_timeout: Option<Duration>,
-    /// How long a node whose on_leader failed stays ineligible [default: 30s].
+    /// How long a node whose on_leader failed stays ineligible.
     #[arg(long, env = "LES_STEP_DOWN_COOLDOWN", value_name = "DURATION", value_parser = parse_duration)]
     pub step_down_cooldown: Option<Duration>,
     /// Shell command run every --health-interval; while it exits non-zero the node is
     /// not eligible, and a leader steps down.
     #[arg(long, env = "LES_HEALTH_CHECK", value_name = "COMMAND")]
     pub health_check: Option<String>,
-    /// Period of the health check [default: 2s].
+    /// Period of the health check.
     #[arg(long, env = "LES_HEALTH_INTERVAL", value_name = "DURATION", value_parser = parse_duration)]
     pub health_interval: Option<Duration>,
 }
 
+/// The default `--help` shows for the flag with clap id `id` (the field name), from
+/// [`defaults`]; `None` for a flag without one.
+fn help_default(id: &str) -> Option<String> {
+    let d = |d: Duration| humantime::format_duration(d).to_string();
+    Some(match id {
+        "bind_interface" => defaults::BIND_INTERFACE.to_string(),
+        "bind_port" => defaults::BIND_PORT.to_string(),
+        "interval" => d(defaults::INTERVAL),
+        "request_timeout" => d(defaults::REQUEST_TIMEOUT),
+        "suspicion_timeout" => d(defaults::SUSPICION_TIMEOUT),
+        "rejoin_holdoff" => d(defaults::REJOIN_HOLDOFF),
+        "fanout" => defaults::FANOUT.to_string(),
+        "eligible" => defaults::ELIGIBLE.to_string(),
+        "quorum" => defaults::QUORUM.to_string(),
+        "lease" => d(defaults::LEASE),
+        "log_format" => LogFormat::default()
+            .to_possible_value()?
+            .get_name()
+            .to_string(),
+        "hook_timeout" => d(defaults::HOOK_TIMEOUT),
+        "step_down_cooldown" => d(defaults::STEP_DOWN_COOLDOWN),
+        "health_interval" => d(defaults::HEALTH_INTERVAL),
+        _ => return None,
+    })
+}
+
+/// Append `[default: …]` to a flag's help. clap's own `default_value` would fill the
+/// field, so a value from the config file could no longer win over the default.
+fn document_default(arg: clap::Arg) -> clap::Arg {
+    let Some(default) = help_default(arg.get_id().as_str()) else {
+        return arg;
+    };
+    let help = arg.get_help().map(|h| format!("{h} [default: {default}]"));
+    let long = arg
+        .get_long_help()
+        .map(|h| format!("{h} [default: {default}]"));
+    let arg = match help {
+        Some(h) => arg.help(h),
+        None => arg,
+    };
+    match long {
+        Some(h) => arg.long_help(h),
+        None => arg,
+    }
+}
+
 /// Hook commands, health check and their timings (the `les` binary's settings around
-/// the node; library users call [`NodeBuilder`] methods instead).
+/// the node, wired by [`crate::daemon`]; library users call
+/// [`crate::node::NodeBuilder`] methods instead).
 #[derive(Debug, Clone, PartialEq)]
 pub struct HookConfig {
     /// Run when this node becomes leader.
@@ -383,21 +431,6 @@ impl Default for HookConfig {
 }
 
 impl HookConfig {
-    /// The configured commands as a handler (empty if none is set).
-    pub fn command_hooks(&self) -> CommandHooks {
-        let mut hooks = CommandHooks::new(self.hook_timeout);
-        if let Some(c) = &self.on_leader {
-            hooks = hooks.on_leader(c);
-        }
-        if let Some(c) = &self.on_follower {
-            hooks = hooks.on_follower(c);
-        }
-        if let Some(c) = &self.on_change {
-            hooks = hooks.on_change(c);
-        }
-        hooks
-    }
-
     fn validate(&self) -> Result<(), ConfigError> {
         for (key, command) in [
             ("on_leader", &self.on_leader),
@@ -429,45 +462,12 @@ impl HookConfig {
 }
 
 /// Everything `les` needs to run a node: the node config and process-level settings.
+/// [`crate::daemon::node_builder`] turns it into a node.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Resolved {
     pub config: Config,
     pub hooks: HookConfig,
     pub log_format: LogFormat,
-}
-
-impl Resolved {
-    /// A node builder with everything configured: timings, the hook commands (if any)
-    /// and the health check (if any). Add handlers of your own before `start`.
-    pub fn node_builder(&self) -> NodeBuilder<TokioNetwork> {
-        let h = &self.hooks;
-        // The commands of one change share `hook_timeout` and kill themselves at its end;
-        // the node's own limit on the call is a backstop that must not cut them short.
-        let mut builder = Node::builder(self.config.clone())
-            .step_down_cooldown(h.step_down_cooldown)
-            .hook_timeout(h.hook_timeout + Duration::from_secs(1));
-        let commands = h.command_hooks();
-        if !commands.is_empty() {
-            builder = builder.on_leader_change(commands);
-        }
-        if let Some(check) = &h.health_check {
-            builder = builder.health_check(
-                CommandHealthCheck::new(check, &self.config.advertise_addr, h.hook_timeout),
-                h.health_interval,
-            );
-        }
-        builder
-    }
-
-    /// The crash guard for the `on_follower` command, if one is set: it runs the
-    /// command if this process dies without a graceful leave (see
-    /// [`CommandHooks::crash_guard`]). Disarm it after [`crate::node::NodeHandle::leave`].
-    pub fn crash_guard(&self) -> std::io::Result<Option<CrashGuard>> {
-        self.hooks
-            .command_hooks()
-            .crash_guard(&self.config.advertise_addr)
-            .transpose()
-    }
 }
 
 impl RunArgs {
@@ -482,223 +482,129 @@ impl RunArgs {
 
     /// [`RunArgs::resolve`] with an already parsed file.
     pub fn resolve_with(&self, file: FileConfig) -> Result<Resolved, ConfigError> {
-        let advertise_addr =
-            self.advertise_addr
-                .clone()
-                .or(file.advertise_addr)
-                .ok_or(ConfigError::Missing {
-                    key: "advertise_addr",
-                    flag: "advertise-addr",
-                    env: "LES_ADVERTISE_ADDR",
-                })?;
-        let seeds = self
-            .seeds
-            .clone()
-            .or(file.seeds)
-            .ok_or(ConfigError::Missing {
-                key: "seeds",
-                flag: "seeds",
-                env: "LES_SEEDS",
-            })?;
-        let mut config = Config::new(advertise_addr, seeds);
-        let interface = self
-            .bind_interface
-            .or(file.bind_interface)
-            .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
-        let port = self
-            .bind_port
-            .or(file.bind_port)
-            .unwrap_or(defaults::BIND_PORT);
-        config.bind = SocketAddr::new(interface, port);
-        config.name = self.name.clone().or(file.name);
-        // A flag or env for one spelling of the interval beats the file's other spelling.
-        let cli_interval = self.interval.or(self.loop_rate.map(Duration::from_secs));
-        let file_interval = file.interval.or(file.loop_rate.map(Duration::from_secs));
         if file.interval.is_some() && file.loop_rate.is_some() {
             return Err(ConfigError::Invalid {
                 key: "loop_rate",
                 why: "and `interval` are the same setting; give only one".into(),
             });
         }
-        config.interval = cli_interval.or(file_interval).unwrap_or(defaults::INTERVAL);
-        config.request_timeout = self
-            .request_timeout
-            .or(file.request_timeout)
-            .unwrap_or(defaults::REQUEST_TIMEOUT);
-        config.suspicion_timeout = self
-            .suspicion_timeout
-            .or(file.suspicion_timeout)
-            .unwrap_or(defaults::SUSPICION_TIMEOUT);
-        config.rejoin_holdoff = self
-            .rejoin_holdoff
-            .or(file.rejoin_holdoff)
-            .unwrap_or(defaults::REJOIN_HOLDOFF);
-        config.fanout = self.fanout.or(file.fanout).unwrap_or(defaults::FANOUT);
-        config.eligible = self.eligible.or(file.eligible).unwrap_or(true);
+        // A flag or env for one spelling of the interval beats the file's other
+        // spelling: each layer folds `loop_rate` into `interval` before they merge.
+        let mut flags = Layer::from(self);
+        flags.interval = flags.interval.or(self.loop_rate.map(Duration::from_secs));
+        let file_loop_rate = file.loop_rate;
+        let mut file = Layer::from(file);
+        file.interval = file.interval.or(file_loop_rate.map(Duration::from_secs));
+        flags.or(file).resolve()
+    }
+}
+
+/// Declares [`Layer`], one source's settings with every field optional, and how the
+/// flags and the file fill it: the field names are shared by all three structs.
+macro_rules! layer {
+    ($($field:ident: $ty:ty),* $(,)?) => {
+        /// The settings of one source (flags and environment, or the file), merged
+        /// field by field before the defaults apply.
+        #[derive(Debug, Default)]
+        struct Layer {
+            $($field: Option<$ty>,)*
+        }
+
+        impl Layer {
+            /// Each setting from `self`, or else from `lower`.
+            fn or(self, lower: Layer) -> Layer {
+                Layer { $($field: self.$field.or(lower.$field),)* }
+            }
+        }
+
+        impl From<&RunArgs> for Layer {
+            fn from(args: &RunArgs) -> Self {
+                Layer { $($field: args.$field.clone(),)* }
+            }
+        }
+
+        impl From<FileConfig> for Layer {
+            fn from(file: FileConfig) -> Self {
+                Layer { $($field: file.$field,)* }
+            }
+        }
+    };
+}
+
+layer! {
+    bind_interface: IpAddr,
+    bind_port: u16,
+    advertise_addr: String,
+    seeds: Vec<String>,
+    name: String,
+    interval: Duration,
+    request_timeout: Duration,
+    suspicion_timeout: Duration,
+    rejoin_holdoff: Duration,
+    fanout: usize,
+    eligible: bool,
+    quorum: usize,
+    lease: Duration,
+    log_format: LogFormat,
+    on_leader: String,
+    on_follower: String,
+    on_change: String,
+    hook_timeout: Duration,
+    step_down_cooldown: Duration,
+    health_check: String,
+    health_interval: Duration,
+}
+
+impl Layer {
+    /// The one place defaults apply: fill what no source set, and validate.
+    fn resolve(self) -> Result<Resolved, ConfigError> {
+        let config = Config {
+            bind: SocketAddr::new(
+                self.bind_interface.unwrap_or(defaults::BIND_INTERFACE),
+                self.bind_port.unwrap_or(defaults::BIND_PORT),
+            ),
+            advertise_addr: self.advertise_addr.ok_or(ConfigError::Missing {
+                key: "advertise_addr",
+                flag: "advertise-addr",
+                env: "LES_ADVERTISE_ADDR",
+            })?,
+            seeds: self.seeds.ok_or(ConfigError::Missing {
+                key: "seeds",
+                flag: "seeds",
+                env: "LES_SEEDS",
+            })?,
+            name: self.name,
+            interval: self.interval.unwrap_or(defaults::INTERVAL),
+            request_timeout: self.request_timeout.unwrap_or(defaults::REQUEST_TIMEOUT),
+            suspicion_timeout: self
+                .suspicion_timeout
+                .unwrap_or(defaults::SUSPICION_TIMEOUT),
+            rejoin_holdoff: self.rejoin_holdoff.unwrap_or(defaults::REJOIN_HOLDOFF),
+            fanout: self.fanout.unwrap_or(defaults::FANOUT),
+            eligible: self.eligible.unwrap_or(defaults::ELIGIBLE),
+            quorum: self.quorum.unwrap_or(defaults::QUORUM),
+            lease: self.lease.unwrap_or(defaults::LEASE),
+        };
         config.validate()?;
         let hooks = HookConfig {
-            on_leader: self.on_leader.clone().or(file.on_leader),
-            on_follower: self.on_follower.clone().or(file.on_follower),
-            on_change: self.on_change.clone().or(file.on_change),
-            hook_timeout: self
-                .hook_timeout
-                .or(file.hook_timeout)
-                .unwrap_or(defaults::HOOK_TIMEOUT),
+            on_leader: self.on_leader,
+            on_follower: self.on_follower,
+            on_change: self.on_change,
+            hook_timeout: self.hook_timeout.unwrap_or(defaults::HOOK_TIMEOUT),
             step_down_cooldown: self
                 .step_down_cooldown
-                .or(file.step_down_cooldown)
                 .unwrap_or(defaults::STEP_DOWN_COOLDOWN),
-            health_check: self.health_check.clone().or(file.health_check),
-            health_interval: self
-                .health_interval
-                .or(file.health_interval)
-                .unwrap_or(defaults::HEALTH_INTERVAL),
+            health_check: self.health_check,
+            health_interval: self.health_interval.unwrap_or(defaults::HEALTH_INTERVAL),
         };
         hooks.validate()?;
         Ok(Resolved {
             config,
             hooks,
-            log_format: self.log_format.or(file.log_format).unwrap_or_default(),
+            log_format: self.log_format.unwrap_or_default(),
         })
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn args() -> RunArgs {
-        RunArgs {
-            advertise_addr: Some("localhost:4000".into()),
-            seeds: Some(vec!["localhost:4000".into()]),
-            ..RunArgs::default()
-        }
-    }
-
-    #[test]
-    fn defaults_apply_when_nothing_is_given() {
-        let r = args().resolve_with(FileConfig::default()).unwrap();
-        assert_eq!(r.config.bind, "0.0.0.0:4000".parse().unwrap());
-        assert_eq!(r.config.interval, defaults::INTERVAL);
-        assert_eq!(r.log_format, LogFormat::Text);
-    }
-
-    #[test]
-    fn flags_beat_the_file_and_the_file_beats_defaults() {
-        let file = FileConfig::parse("bind_port = 4100\ninterval = \"2s\"\nfanout = 3\n").unwrap();
-        let mut a = args();
-        a.bind_port = Some(4200);
-        let r = a.resolve_with(file).unwrap();
-        assert_eq!(r.config.bind.port(), 4200);
-        assert_eq!(r.config.interval, Duration::from_secs(2));
-        assert_eq!(r.config.fanout, 3);
-    }
-
-    #[test]
-    fn loop_rate_is_the_python_spelling_of_interval() {
-        let mut a = args();
-        a.loop_rate = Some(5);
-        assert_eq!(
-            a.resolve_with(FileConfig::default())
-                .unwrap()
-                .config
-                .interval,
-            Duration::from_secs(5)
-        );
-        let both = FileConfig::parse("loop_rate = 1\ninterval = \"1s\"").unwrap();
-        let err = args().resolve_with(both).unwrap_err().to_string();
-        assert!(err.contains("loop_rate"), "{err}");
-    }
-
-    #[test]
-    fn an_unknown_key_is_an_error_that_names_it() {
-        let err = FileConfig::parse("bind_prot = 1").unwrap_err();
-        assert!(err.contains("bind_prot"), "{err}");
-    }
-
-    #[test]
-    fn a_bad_duration_in_the_file_names_the_key() {
-        let err = FileConfig::parse("interval = \"fast\"").unwrap_err();
-        assert!(err.contains("interval"), "{err}");
-    }
-
-    #[test]
-    fn missing_and_invalid_values_name_the_key() {
-        let err = RunArgs::default()
-            .resolve_with(FileConfig::default())
-            .unwrap_err();
-        assert!(err.to_string().contains("advertise_addr"), "{err}");
-        let mut a = args();
-        a.seeds = Some(vec!["nope".into()]);
-        let err = a
-            .resolve_with(FileConfig::default())
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("seeds") && err.contains("nope"), "{err}");
-        let mut a = args();
-        a.interval = Some(Duration::ZERO);
-        let err = a
-            .resolve_with(FileConfig::default())
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("interval"), "{err}");
-    }
-
-    #[test]
-    fn hook_settings_merge_like_the_others_and_bad_ones_name_the_key() {
-        let file = FileConfig::parse(
-            "on_leader = \"file-leader\"\non_follower = \"file-follower\"\nhook_timeout = \"3s\"\nhealth_interval = \"7s\"\n",
-        )
-        .unwrap();
-        let mut a = args();
-        a.on_leader = Some("flag-leader".into());
-        a.step_down_cooldown = Some(Duration::from_secs(90));
-        let h = a.resolve_with(file).unwrap().hooks;
-        assert_eq!(h.on_leader.as_deref(), Some("flag-leader"));
-        assert_eq!(h.on_follower.as_deref(), Some("file-follower"));
-        assert_eq!(h.on_change, None);
-        assert_eq!(h.hook_timeout, Duration::from_secs(3));
-        assert_eq!(h.step_down_cooldown, Duration::from_secs(90));
-        assert_eq!(h.health_check, None);
-        assert_eq!(h.health_interval, Duration::from_secs(7));
-        let d = args().resolve_with(FileConfig::default()).unwrap().hooks;
-        assert_eq!(d, HookConfig::default());
-        assert!(d.command_hooks().is_empty());
-
-        let mut a = args();
-        a.on_change = Some("  ".into());
-        let err = a
-            .resolve_with(FileConfig::default())
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("on_change"), "{err}");
-        let err = args()
-            .resolve_with(FileConfig::parse("health_interval = \"0s\"").unwrap())
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("health_interval"), "{err}");
-        let err = FileConfig::parse("on_leader = 1").unwrap_err();
-        assert!(err.contains("on_leader"), "{err}");
-    }
-
-    #[test]
-    fn the_example_file_parses_and_sets_every_key() {
-        let text = include_str!("../les.toml.example");
-        let file = FileConfig::parse(text).unwrap();
-        let json = serde_json::to_value(&file).unwrap();
-        let obj = json.as_object().unwrap();
-        // `loop_rate` is the Python alias of `interval`; the example documents it in a
-        // comment, since giving both is an error.
-        let unset: Vec<&String> = obj
-            .iter()
-            .filter(|(k, v)| v.is_null() && *k != "loop_rate")
-            .map(|(k, _)| k)
-            .collect();
-        assert!(unset.is_empty(), "les.toml.example does not set {unset:?}");
-        assert!(
-            text.contains("# loop_rate"),
-            "les.toml.example must mention loop_rate"
-        );
-        args().resolve_with(file).unwrap();
-    }
-}
+mod tests;

@@ -13,6 +13,9 @@
 //! - [`api`] and [`client`]: the HTTP API a node serves and the pooled client it uses.
 //! - [`wire`]: the JSON documents on the wire, and validation of what peers send.
 //! - [`config`]: flags, environment and TOML merged into a validated [`config::Config`].
+//! - [`daemon`]: a resolved configuration wired into a node builder with its hook
+//!   commands, health check and crash guard (what the `les` binary runs).
+//! - [`defaults`]: every default setting, once, for all layers.
 //! - [`hooks`]: the [`hooks::LeaderChanged`] and [`hooks::HealthCheck`] traits and
 //!   their calling contract.
 //! - [`commands`]: shell commands as hooks and health checks, for operators (the
@@ -52,6 +55,8 @@ pub mod client;
 pub mod commands;
 pub mod config;
 pub mod core;
+pub mod daemon;
+pub mod defaults;
 pub mod hooks;
 pub mod metrics;
 pub mod net;

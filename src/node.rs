@@ -1,11 +1,12 @@
 //! The runtime: a running les node, and the handle its owner holds.
 //!
 //! [`NodeBuilder::start`] binds the HTTP listener (failing at once if the port is taken),
-//! then spawns three kinds of task, all tracked so shutdown can wait for every one:
+//! then spawns four kinds of task, all tracked so shutdown can wait for every one:
 //!
-//! - the **protocol loop**, the only owner of the [`Core`]: it turns timer ticks,
-//!   answers from peers and notices from the HTTP server into events, feeds them to the
-//!   core, and carries out the actions (spawning one task per peer request);
+//! - the **protocol loop** ([`protocol`]), the only owner of the [`Core`]: it turns
+//!   timer ticks, answers from peers and notices from the HTTP server into events,
+//!   feeds them to the core, and carries out the actions (spawning one task per peer
+//!   request);
 //! - the **HTTP server** ([`crate::api`]);
 //! - the **hook dispatcher** ([`crate::hooks`]), which calls `LeaderChanged` handlers
 //!   one change at a time so a slow handler never stalls gossip;
@@ -21,25 +22,27 @@
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper::body::Bytes;
 use tokio::sync::{mpsc, oneshot, watch};
-use tokio::task::JoinSet;
-use tokio::time::{Instant, MissedTickBehavior};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::api::{self, Api, Inbound};
-use crate::client::{ContactError, PeerClient};
+use crate::api::{self, Api, Inbound, PublishedCell};
+use crate::client::PeerClient;
 use crate::config::{defaults, Config, ConfigError};
-use crate::core::{Action, Core, Event, Failure, LeaderChange};
+use crate::core::{Action, Core, Event, LeaderChange};
 use crate::hooks::{self, Dispatch, DynHealthCheck, Handlers, HealthCheck, LeaderChanged};
 use crate::metrics::{Metrics, MetricsSnapshot};
-use crate::net::{Network, SystemClock, TokioNetwork, WallClock};
-use crate::wire::{Diag, PeerState};
+use crate::net::{Network, PauseGate, SystemClock, Timebase, TokioNetwork, WallClock};
+use crate::wire::Diag;
+
+mod protocol;
+
+use protocol::{encode_state, Channels, Links, Protocol, Timing};
 
 /// Why a node could not start, or could not answer.
 #[derive(Debug, thiserror::Error)]
@@ -55,8 +58,8 @@ pub enum NodeError {
     Stopped,
 }
 
-/// The leader as this node currently sees it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The leader as this node currently sees it; the default is "no leader yet".
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LeaderView {
     /// The leader's address, or `None` while there is none.
     pub leader: Option<String>,
@@ -64,6 +67,9 @@ pub struct LeaderView {
     pub term: u64,
     /// Whether this node is the leader.
     pub is_self: bool,
+    /// Quorum mode, while this node acts as leader: when its lease runs out unless a
+    /// quorum renews it. `None` outside quorum mode, and while not acting.
+    pub lease_until: Option<Instant>,
 }
 
 /// Sees every action the core returns, before the runtime carries it out. Crate-internal:
@@ -91,6 +97,8 @@ impl Node {
             hook_timeout: defaults::HOOK_TIMEOUT,
             health: None,
             observer: None,
+            clock_rate: 1.0,
+            gate: PauseGate::default(),
         }
     }
 }
@@ -106,6 +114,9 @@ pub struct NodeBuilder<N: Network> {
     hook_timeout: Duration,
     health: Option<(Arc<dyn DynHealthCheck>, Duration)>,
     observer: Option<ActionObserver>,
+    /// Rate of the node's monotonic clock (the simulator's fast or slow machines).
+    clock_rate: f64,
+    gate: PauseGate,
 }
 
 impl<N: Network> NodeBuilder<N> {
@@ -121,6 +132,8 @@ impl<N: Network> NodeBuilder<N> {
             hook_timeout: self.hook_timeout,
             health: self.health,
             observer: self.observer,
+            clock_rate: self.clock_rate,
+            gate: self.gate,
         }
     }
 
@@ -172,25 +185,31 @@ impl<N: Network> NodeBuilder<N> {
         self
     }
 
+    /// Run the node's monotonic clock at `rate` times real time (a machine whose clock
+    /// runs fast or slow): its timers and the times the core sees are scaled.
+    #[cfg(feature = "sim")]
+    #[allow(dead_code, reason = "for les::sim, which does not model this yet")]
+    pub(crate) fn clock_rate(mut self, rate: f64) -> Self {
+        self.clock_rate = rate;
+        self
+    }
+
+    /// Pause the node while `gate` holds `true`, as SIGSTOP would: the protocol loop
+    /// handles no event, the server answers no request (they wait; connections are
+    /// still accepted, as by a stopped process's kernel) and the hook dispatcher
+    /// starts no call. When it turns `false` everything resumes and the loop sees the
+    /// time that passed.
+    #[cfg(feature = "sim")]
+    #[allow(dead_code, reason = "for les::sim, which does not model this yet")]
+    pub(crate) fn pause_gate(mut self, gate: watch::Receiver<bool>) -> Self {
+        self.gate = PauseGate::new(gate);
+        self
+    }
+
     /// Validate the configuration, bind the listener and start the node's tasks.
     pub async fn start(self) -> Result<NodeHandle, NodeError> {
-        let cfg = self.config;
-        cfg.validate()?;
-        let listener = self
-            .net
-            .bind(cfg.bind)
-            .await
-            .map_err(|source| NodeError::Bind {
-                addr: cfg.bind,
-                source,
-            })?;
-        let local_addr = self
-            .net
-            .local_addr(&listener)
-            .map_err(|source| NodeError::Bind {
-                addr: cfg.bind,
-                source,
-            })?;
+        self.config.validate()?;
+        let (listener, local_addr) = self.bind().await?;
         // Know our health before anyone can hear from us: a node that gossiped
         // `eligible` first and failed its check a moment later would make the cluster
         // elect twice.
@@ -199,6 +218,32 @@ impl<N: Network> NodeBuilder<N> {
             None => Ok(()),
         };
         let start_time = self.clock.now_epoch();
+        let core = self.new_core(start_time, &healthy);
+        let cfg = &self.config;
+        tracing::info!(
+            addr = %cfg.advertise_addr,
+            listen = %local_addr,
+            start_time,
+            seeds = ?cfg.seeds,
+            interval = ?cfg.interval,
+            "les node started"
+        );
+        log_quorum_setting(cfg);
+        Ok(self.spawn(core, healthy.is_ok(), listener, local_addr))
+    }
+
+    /// Bind the HTTP listener; also returns the address it got (resolves port 0).
+    async fn bind(&self) -> Result<(N::Listener, SocketAddr), NodeError> {
+        let addr = self.config.bind;
+        let error = |source| NodeError::Bind { addr, source };
+        let listener = self.net.bind(addr).await.map_err(error)?;
+        let local_addr = self.net.local_addr(&listener).map_err(error)?;
+        Ok((listener, local_addr))
+    }
+
+    /// The core, told about a failing first health check.
+    fn new_core(&self, start_time: f64, healthy: &Result<(), String>) -> Core {
+        let cfg = &self.config;
         let seed = self.rng_seed.unwrap_or(start_time.to_bits());
         let mut core = Core::new(
             cfg.core_config(),
@@ -207,28 +252,72 @@ impl<N: Network> NodeBuilder<N> {
             &cfg.seeds,
             seed,
         );
-        if let Err(why) = &healthy {
+        if let Err(why) = healthy {
             tracing::warn!(reason = %why, "health check failing at start: not eligible");
             // A core that has heard from nobody yet has nothing to do about it (no
-            // leader to drop); its state is published below.
+            // leader to drop); its state is published when the server starts.
             let _ = core.handle(Duration::ZERO, Event::SetHealth { healthy: false });
         }
+        core
+    }
 
+    /// The loop's timings.
+    fn timing(&self) -> Timing {
+        Timing {
+            interval: self.config.interval,
+            cooldown: self.step_down_cooldown,
+            hook_timeout: self.hook_timeout,
+            request_timeout: self.config.request_timeout,
+        }
+    }
+
+    /// Spawn the hook dispatcher (taking the handlers) and, if there is a check, the
+    /// health loop (taking it). Returns the dispatcher's queue, its reports of failed
+    /// take-overs and the health results; without a check that receiver never yields.
+    fn spawn_hooks(
+        &mut self,
+        tracker: &TaskTracker,
+        stop: &CancellationToken,
+    ) -> (
+        mpsc::UnboundedSender<Dispatch>,
+        mpsc::UnboundedReceiver<LeaderChange>,
+        mpsc::Receiver<Result<(), String>>,
+    ) {
+        let (dispatch_tx, dispatch_rx) = mpsc::unbounded_channel();
+        let (failed_tx, failed_rx) = mpsc::unbounded_channel();
+        tracker.spawn(hooks::dispatch(
+            std::mem::take(&mut self.handlers),
+            dispatch_rx,
+            failed_tx,
+            self.hook_timeout,
+            self.config.advertise_addr.clone(),
+        ));
+        #[cfg(feature = "sim")]
+        let dispatch_tx = self.gate.forward(dispatch_tx, tracker);
+        let (health_tx, health_rx) = mpsc::channel(4);
+        if let Some((check, interval)) = self.health.take() {
+            let limit = self.hook_timeout;
+            tracker.spawn(health_loop(check, interval, limit, health_tx, stop.clone()));
+        }
+        (dispatch_tx, failed_rx, health_rx)
+    }
+
+    /// Spawn the node's tasks around `core` (the hook dispatcher, the health check,
+    /// the HTTP server, the protocol loop), all on one tracker so a leave can wait for
+    /// every one.
+    fn spawn(
+        mut self,
+        core: Core,
+        healthy: bool,
+        listener: N::Listener,
+        local_addr: SocketAddr,
+    ) -> NodeHandle {
+        let timing = self.timing();
         let tracker = TaskTracker::new();
         let stop = CancellationToken::new();
         let server_stop = CancellationToken::new();
-        let requests_stop = CancellationToken::new();
-        let (state_tx, state_rx) = watch::channel(encode_state(&core.state()));
-        let (leader_tx, leader_rx) = watch::channel(LeaderView {
-            leader: None,
-            term: 0,
-            is_self: false,
-        });
-        let (inbound_tx, inbound_rx) = mpsc::channel(1024);
-        let (results_tx, results_rx) = mpsc::unbounded_channel();
-        let (dispatch_tx, dispatch_rx) = mpsc::unbounded_channel();
-        let (failed_tx, failed_rx) = mpsc::unbounded_channel();
-        let leaving = Arc::new(AtomicBool::new(false));
+        let (dispatch_tx, failed_rx, health_rx) = self.spawn_hooks(&tracker, &stop);
+        let cfg = self.config;
         let metrics = Arc::new(Metrics::default());
         let (lost_tx, lost_rx) = mpsc::unbounded_channel();
         let client = PeerClient::with_loss_reports(
@@ -237,27 +326,25 @@ impl<N: Network> NodeBuilder<N> {
             metrics.clone(),
             lost_tx,
         );
+        let (inbound_tx, inbound_rx) = mpsc::channel(1024);
+        let (results_tx, results_rx) = mpsc::unbounded_channel();
+        let channels = Channels {
+            health: health_rx,
+            inbound: inbound_rx,
+            results: results_rx,
+            failed: failed_rx,
+            lost: lost_rx,
+        };
 
-        tracker.spawn(hooks::dispatch(
-            self.handlers,
-            dispatch_rx,
-            failed_tx,
-            self.hook_timeout,
-            cfg.advertise_addr.clone(),
-        ));
-        // Without a health check the sender is dropped and the loop never hears from it.
-        let (health_tx, health_rx) = mpsc::channel(4);
-        if let Some((check, interval)) = self.health {
-            tracker.spawn(health_loop(
-                check,
-                interval,
-                self.hook_timeout,
-                health_tx,
-                stop.clone(),
-            ));
-        }
+        let timebase = Timebase::new(self.clock_rate);
+        let state = core.state();
+        let published = PublishedCell::new(encode_state(&state), state.leader);
+        let (leader_tx, leader_rx) = watch::channel(LeaderView::default());
+        let leaving = Arc::new(AtomicBool::new(false));
         let api = Arc::new(Api {
-            state_json: state_rx,
+            published: published.clone(),
+            timebase,
+            gate: self.gate.clone(),
             leaving: leaving.clone(),
             inbound: inbound_tx.clone(),
             client: client.clone(),
@@ -271,53 +358,26 @@ impl<N: Network> NodeBuilder<N> {
             tracker.clone(),
         ));
 
-        tracing::info!(
-            addr = %cfg.advertise_addr,
-            listen = %local_addr,
-            start_time,
-            seeds = ?cfg.seeds,
-            interval = ?cfg.interval,
-            "les node started"
-        );
-        let protocol = Protocol {
+        let links = Links {
             me: cfg.advertise_addr.clone(),
-            core,
             client,
             clock: self.clock,
-            origin: Instant::now(),
+            timebase,
+            gate: self.gate,
             results_tx,
             dispatch_tx,
-            state_tx,
+            published,
             leader_tx,
             leaving,
             tracker: tracker.clone(),
-            requests_stop: requests_stop.clone(),
-            leaves: Vec::new(),
-            warned: HashSet::new(),
+            requests_stop: CancellationToken::new(),
             metrics: metrics.clone(),
-            healthy: healthy.is_ok(),
-            hold_state: false,
             observer: self.observer,
         };
-        tracker.spawn(protocol.run(
-            Channels {
-                health: health_rx,
-                inbound: inbound_rx,
-                results: results_rx,
-                failed: failed_rx,
-                lost: lost_rx,
-            },
-            Timing {
-                interval: cfg.interval,
-                cooldown: self.step_down_cooldown,
-                hook_timeout: self.hook_timeout,
-                request_timeout: cfg.request_timeout,
-            },
-            stop.clone(),
-            server_stop,
-        ));
+        let protocol = Protocol::new(core, healthy, links);
+        tracker.spawn(protocol.run(channels, timing, stop.clone(), server_stop));
         tracker.close();
-        Ok(NodeHandle {
+        NodeHandle {
             addr: cfg.advertise_addr,
             local_addr,
             leader_rx,
@@ -325,7 +385,7 @@ impl<N: Network> NodeBuilder<N> {
             stop,
             tracker,
             metrics,
-        })
+        }
     }
 }
 
@@ -362,9 +422,13 @@ impl NodeHandle {
         self.leader_rx.borrow().leader.clone()
     }
 
-    /// Whether this node currently leads.
+    /// Whether this node currently leads and may act as leader. In quorum mode that
+    /// also needs its lease to be running, checked against the clock here, so a loop
+    /// that is stuck or paused can never extend leadership past the lease a quorum
+    /// granted.
     pub fn is_leader(&self) -> bool {
-        self.leader_rx.borrow().is_self
+        let view = self.leader_rx.borrow();
+        view.is_self && view.lease_until.is_none_or(|t| Instant::now() < t)
     }
 
     /// A receiver that always holds the latest [`LeaderView`]; `changed().await` wakes
@@ -396,26 +460,28 @@ impl NodeHandle {
     }
 }
 
-fn encode_state(state: &PeerState) -> Bytes {
-    // Serializing a plain struct of strings and numbers cannot fail.
-    Bytes::from(serde_json::to_vec(state).unwrap_or_default())
-}
-
-/// A finished peer request, back to the loop.
-enum Outcome {
-    State { from: String, state: PeerState },
-    Failed { addr: String, error: ContactError },
-    Probe { target: String, reachable: bool },
-}
-
-struct Channels {
-    /// Health check results (never yields without a health check).
-    health: mpsc::Receiver<Result<(), String>>,
-    inbound: mpsc::Receiver<Inbound>,
-    results: mpsc::UnboundedReceiver<Outcome>,
-    failed: mpsc::UnboundedReceiver<LeaderChange>,
-    /// Peers whose pooled connection was closed by the other side.
-    lost: mpsc::UnboundedReceiver<String>,
+/// Say at start-up what a surprising quorum setting means. Both are allowed (a fleet
+/// may be growing into its quorum), so they are log lines, not configuration errors.
+fn log_quorum_setting(cfg: &Config) {
+    if cfg.quorum == 1 {
+        tracing::warn!("quorum 1 is the same as off");
+        return;
+    }
+    let named: HashSet<&str> = cfg
+        .seeds
+        .iter()
+        .map(String::as_str)
+        .chain([cfg.advertise_addr.as_str()])
+        .collect();
+    if cfg.quorum > named.len() {
+        tracing::warn!(
+            quorum = cfg.quorum,
+            named = named.len(),
+            "quorum {} is more than the {} distinct nodes the seeds and this node name: no leader can be elected until more nodes join",
+            cfg.quorum,
+            named.len()
+        );
+    }
 }
 
 /// Run the health check once, a panic or a timeout counting as a failure.
@@ -445,236 +511,5 @@ async fn health_loop(
         if tx.send(result).await.is_err() {
             return;
         }
-    }
-}
-
-struct Timing {
-    interval: Duration,
-    cooldown: Duration,
-    hook_timeout: Duration,
-    request_timeout: Duration,
-}
-
-/// The protocol loop: owns the core, executes its actions.
-struct Protocol<N: Network> {
-    me: String,
-    core: Core,
-    client: PeerClient<N>,
-    clock: Arc<dyn WallClock>,
-    origin: Instant,
-    results_tx: mpsc::UnboundedSender<Outcome>,
-    dispatch_tx: mpsc::UnboundedSender<Dispatch>,
-    state_tx: watch::Sender<Bytes>,
-    leader_tx: watch::Sender<LeaderView>,
-    leaving: Arc<AtomicBool>,
-    tracker: TaskTracker,
-    requests_stop: CancellationToken,
-    /// Leave notices to send once handlers have released leadership.
-    leaves: Vec<String>,
-    /// Peers already warned about for a bad answer (log once, not every round).
-    warned: HashSet<String>,
-    metrics: Arc<Metrics>,
-    /// Last health check result fed to the core.
-    healthy: bool,
-    /// While set, changes of the state document are not published (peers keep seeing
-    /// the previous one): during a graceful leave, until the handlers have released
-    /// leadership.
-    hold_state: bool,
-    observer: Option<ActionObserver>,
-}
-
-impl<N: Network> Protocol<N> {
-    async fn run(
-        mut self,
-        mut ch: Channels,
-        timing: Timing,
-        stop: CancellationToken,
-        server_stop: CancellationToken,
-    ) {
-        let mut ticker = tokio::time::interval(timing.interval);
-        ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        loop {
-            let event = tokio::select! {
-                biased;
-                _ = stop.cancelled() => break,
-                Some(outcome) = ch.results.recv() => self.outcome_event(outcome),
-                Some(addr) = ch.lost.recv() => Event::ConnectionLost { addr },
-                Some(change) = ch.failed.recv() => {
-                    if self.core.leader() != Some(self.me.as_str()) {
-                        continue;
-                    }
-                    tracing::warn!(term = change.term, cooldown = ?timing.cooldown,
-                        "could not take up leadership; stepping down");
-                    Event::StepDown { cooldown: timing.cooldown }
-                }
-                Some(result) = ch.health.recv() => {
-                    let healthy = result.is_ok();
-                    if healthy == self.healthy {
-                        continue;
-                    }
-                    self.healthy = healthy;
-                    match result {
-                        Ok(()) => tracing::info!("health check passing again: eligible"),
-                        Err(why) => tracing::warn!(reason = %why,
-                            "health check failing: not eligible (stepping down if leading)"),
-                    }
-                    Event::SetHealth { healthy }
-                }
-                Some(msg) = ch.inbound.recv() => match msg {
-                    Inbound::Announced(addr) => Event::Announced { addr },
-                    Inbound::LeaveReceived(addr) => Event::LeaveReceived { addr },
-                    Inbound::Diag(reply) => {
-                        let _ = reply.send(self.core.diag(self.origin.elapsed()));
-                        continue;
-                    }
-                },
-                _ = ticker.tick() => {
-                    tracing::debug!(members = self.core.member_count(), leader = ?self.core.leader(), "round");
-                    Event::Tick { wall: self.clock.now_epoch() }
-                }
-            };
-            self.step(event);
-        }
-
-        // Graceful leave: release leadership through the handlers first, while peers
-        // still see the state we last published (leader, eligible) and elect no one
-        // else; then publish that we are leaving and tell the members; then stop serving.
-        self.hold_state = true;
-        self.step(Event::Leave);
-        let (flushed_tx, flushed_rx) = oneshot::channel();
-        if self.dispatch_tx.send(Dispatch::Flush(flushed_tx)).is_ok() {
-            let _ = tokio::time::timeout(timing.hook_timeout, flushed_rx).await;
-        }
-        self.hold_state = false;
-        self.publish_state();
-        let mut sends = JoinSet::new();
-        for addr in std::mem::take(&mut self.leaves) {
-            let client = self.client.clone();
-            let me = self.me.clone();
-            sends.spawn(async move {
-                if let Err(e) = client.send_leave(&addr, &me).await {
-                    tracing::debug!(peer = %addr, error = %e, "leave notice not delivered");
-                }
-            });
-        }
-        let _ = tokio::time::timeout(timing.request_timeout, async {
-            while sends.join_next().await.is_some() {}
-        })
-        .await;
-        sends.abort_all();
-        self.requests_stop.cancel();
-        server_stop.cancel();
-        tracing::info!(addr = %self.me, "left the cluster");
-        // Dropping `self` closes the dispatcher's queue, which ends its task.
-    }
-
-    fn outcome_event(&mut self, outcome: Outcome) -> Event {
-        match outcome {
-            Outcome::State { from, state } => {
-                self.warned.remove(&from);
-                Event::StateReceived { from, state }
-            }
-            Outcome::Failed { addr, error } => {
-                let failure = error.failure();
-                // A leaving node answers 503 on purpose: expected, not worth a warning.
-                let leaving = matches!(
-                    error,
-                    ContactError::Status(hyper::StatusCode::SERVICE_UNAVAILABLE)
-                );
-                if failure == Failure::BadResponse && !leaving {
-                    if self.warned.len() < 1024 && self.warned.insert(addr.clone()) {
-                        tracing::warn!(peer = %addr, error = %error, "peer sent an unusable answer");
-                    }
-                } else {
-                    tracing::debug!(peer = %addr, error = %error, "contact failed");
-                }
-                Event::ContactFailed { addr, failure }
-            }
-            Outcome::Probe { target, reachable } => Event::ProbeAnswered { target, reachable },
-        }
-    }
-
-    fn step(&mut self, event: Event) {
-        let actions = self.core.handle(self.origin.elapsed(), event);
-        for action in actions {
-            if let Some(observe) = &self.observer {
-                observe(&action);
-            }
-            match action {
-                Action::FetchState { addr } => self.spawn_fetch(addr),
-                Action::Probe { target, via } => self.spawn_probe(target, via),
-                Action::SendLeave { addr } => self.leaves.push(addr),
-                Action::LeaderChanged(change) => {
-                    tracing::info!(
-                        previous = change.previous.as_deref().unwrap_or("none"),
-                        leader = change.current.as_deref().unwrap_or("none"),
-                        term = change.term,
-                        is_self = change.gained(),
-                        "leader changed"
-                    );
-                    Metrics::add(&self.metrics.leader_changes, 1);
-                    let _ = self.dispatch_tx.send(Dispatch::Change(change));
-                }
-                Action::MemberAdded { addr } => tracing::info!(peer = %addr, "member added"),
-                Action::MemberRemoved { addr, reason } => {
-                    tracing::info!(peer = %addr, reason = %reason, "member removed")
-                }
-                Action::StartTimeChanged { .. } => {}
-                Action::StateChanged if self.hold_state => {}
-                Action::StateChanged => self.publish_state(),
-            }
-        }
-        Metrics::set(&self.metrics.members, self.core.member_count() as u64);
-        Metrics::set(&self.metrics.term, self.core.term());
-        Metrics::set(
-            &self.metrics.is_leader,
-            u64::from(self.core.leader() == Some(self.me.as_str())),
-        );
-        let view = LeaderView {
-            leader: self.core.leader().map(str::to_string),
-            term: self.core.term(),
-            is_self: self.core.leader() == Some(self.me.as_str()),
-        };
-        self.leader_tx.send_if_modified(|v| {
-            let changed = *v != view;
-            *v = view;
-            changed
-        });
-    }
-
-    fn publish_state(&self) {
-        let state = self.core.state();
-        self.leaving.store(state.leaving, Ordering::Relaxed);
-        self.state_tx.send_replace(encode_state(&state));
-    }
-
-    fn spawn_fetch(&self, addr: String) {
-        let client = self.client.clone();
-        let tx = self.results_tx.clone();
-        let me = self.me.clone();
-        let stop = self.requests_stop.clone();
-        self.tracker.spawn(async move {
-            let outcome = tokio::select! {
-                _ = stop.cancelled() => return,
-                r = client.fetch_state(&addr, &me) => match r {
-                    Ok(state) => Outcome::State { from: addr, state },
-                    Err(error) => Outcome::Failed { addr, error },
-                },
-            };
-            let _ = tx.send(outcome);
-        });
-    }
-
-    fn spawn_probe(&self, target: String, via: String) {
-        let client = self.client.clone();
-        let tx = self.results_tx.clone();
-        let stop = self.requests_stop.clone();
-        self.tracker.spawn(async move {
-            let reachable = tokio::select! {
-                _ = stop.cancelled() => return,
-                r = client.probe(&via, &target) => r.unwrap_or(false),
-            };
-            let _ = tx.send(Outcome::Probe { target, reachable });
-        });
     }
 }

@@ -1,6 +1,6 @@
 //! Wire types: the JSON documents nodes exchange, compatible with the Python LES.
 //!
-//! The original protocol (see `PROTOCOL.md`) has three fields in a node's state:
+//! The original protocol (see `docs/PROTOCOL.md`) has three fields in a node's state:
 //! `members`, `leader` (`false` or an address) and `start_time` (float epoch seconds).
 //! les keeps those exactly and only *adds* fields, all optional on read, so a Python
 //! node is a valid peer and a les node is a valid peer for a Python node. Unknown fields

@@ -21,6 +21,18 @@ fn les(args: &[&str], env: &[(&str, &str)]) -> Output {
     cmd.output().expect("run les")
 }
 
+/// `les` with a valid one-node address and seed list, then `extra`.
+fn les_node(extra: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut args = vec![
+        "--advertise-addr",
+        "localhost:4000",
+        "--seeds",
+        "localhost:4000",
+    ];
+    args.extend_from_slice(extra);
+    les(&args, env)
+}
+
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
@@ -71,32 +83,14 @@ fn an_unparseable_address_exits_2_and_names_it() {
 
 #[test]
 fn a_bad_duration_exits_2_and_names_the_flag() {
-    let out = les(
-        &[
-            "--advertise-addr",
-            "localhost:4000",
-            "--seeds",
-            "localhost:4000",
-            "--interval",
-            "fast",
-        ],
-        &[],
-    );
+    let out = les_node(&["--interval", "fast"], &[]);
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("--interval"), "{}", stderr(&out));
 }
 
 #[test]
 fn a_bad_environment_variable_exits_2_and_names_it() {
-    let out = les(
-        &[
-            "--advertise-addr",
-            "localhost:4000",
-            "--seeds",
-            "localhost:4000",
-        ],
-        &[("LES_BIND_PORT", "eighty")],
-    );
+    let out = les_node(&[], &[("LES_BIND_PORT", "eighty")]);
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("--bind-port"), "{}", stderr(&out));
 }
@@ -155,6 +149,24 @@ fn status_of_a_node_that_is_not_running_says_so() {
     let err = stderr(&out);
     assert!(
         err.contains("cannot read /diag/") && err.contains("refused"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_bad_quorum_exits_2_and_names_the_flag() {
+    let out = les_node(&["--quorum", "most"], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("--quorum"), "{}", stderr(&out));
+}
+
+#[test]
+fn a_lease_too_short_for_quorum_mode_exits_2_and_names_lease() {
+    let out = les_node(&["--quorum", "2"], &[("LES_LEASE", "500ms")]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        err.contains("`lease`") && err.contains("request_timeout"),
         "{err}"
     );
 }

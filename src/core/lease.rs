@@ -241,7 +241,14 @@ impl Core {
         }
         let Some(claim) = self.quorum.claim else {
             let q = &self.quorum;
-            let term = q.seen_term.max(q.voted_term).max(q.acted_term).saturating_add(1);
+            let known = q.seen_term.max(q.voted_term).max(q.acted_term);
+            // At least the wall clock in whole seconds: if every node that knew the
+            // last term has restarted (terms live in memory), a new claim still comes
+            // after it, since a restarted node names nobody for `promise_len` and the
+            // old claim was made before it crashed. This assumes wall clocks agree to
+            // within a second or two; a node that knows the cluster's terms does not
+            // depend on it (`known + 1`).
+            let term = known.saturating_add(1).max(self.wall_secs());
             self.restart_claim(term);
             return None;
         };
@@ -332,13 +339,28 @@ impl Core {
         })
     }
 
+    /// The wall clock now, estimated from the last tick (epoch seconds).
+    fn wall_now(&self) -> f64 {
+        match self.wall_ref {
+            Some((at, wall)) => wall + self.now.saturating_sub(at).as_secs_f64(),
+            None => self.start_time,
+        }
+    }
+
+    /// [`Core::wall_now`] in whole seconds (0 for a clock before the epoch).
+    fn wall_secs(&self) -> u64 {
+        let w = self.wall_now();
+        if w.is_finite() && w > 0.0 {
+            w as u64
+        } else {
+            0
+        }
+    }
+
     /// Take a new start time: this node becomes the most junior, so it never takes
     /// leadership back from whoever replaced it (rules 7 and 12).
     pub(super) fn forfeit_seniority(&mut self, why: &str, out: &mut Vec<Action>) {
-        let wall = match self.wall_ref {
-            Some((at, wall)) => wall + self.now.saturating_sub(at).as_secs_f64(),
-            None => self.start_time,
-        };
+        let wall = self.wall_now();
         // Never more senior than before, even if the wall clock stepped back.
         let new = wall.max(self.start_time + 1e-6);
         tracing::warn!(

@@ -38,16 +38,17 @@ pub struct CoreConfig {
 
 impl Default for CoreConfig {
     fn default() -> Self {
+        use crate::defaults;
         CoreConfig {
-            fanout: 8,
+            fanout: defaults::FANOUT,
             indirect_probes: 3,
-            suspicion_timeout: Duration::from_secs(2),
-            rejoin_holdoff: Duration::from_secs(5),
+            suspicion_timeout: defaults::SUSPICION_TIMEOUT,
+            rejoin_holdoff: defaults::REJOIN_HOLDOFF,
             pause_threshold: Duration::from_secs(2),
-            eligible: true,
+            eligible: defaults::ELIGIBLE,
             name: None,
-            quorum: 0,
-            lease: Duration::from_secs(3),
+            quorum: defaults::QUORUM,
+            lease: defaults::LEASE,
         }
     }
 }

@@ -70,8 +70,7 @@ fn run_node(args: RunArgs) -> ExitCode {
 /// Run one node until SIGINT or SIGTERM, then leave gracefully.
 fn serve(resolved: Resolved) -> anyhow::Result<()> {
     // If les dies without leaving, release what on_leader took (see les::commands).
-    let guard = resolved
-        .crash_guard()
+    let guard = les::daemon::crash_guard(&resolved)
         .context("cannot start the crash guard for on_follower")?;
     // One thread is plenty for a node and keeps its idle cost low.
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -80,8 +79,7 @@ fn serve(resolved: Resolved) -> anyhow::Result<()> {
         .context("cannot start the async runtime")?;
     rt.block_on(async {
         let bind = resolved.config.bind;
-        let node = resolved
-            .node_builder()
+        let node = les::daemon::node_builder(&resolved)
             .start()
             .await
             .with_context(|| format!("cannot start the node on {bind}"))?;

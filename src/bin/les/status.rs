@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 use les::client::PeerClient;
 use les::net::TokioNetwork;
-use les::wire::{check_addr, Diag};
+use les::wire::{check_addr, Diag, LeaseInfo};
 
 #[derive(Debug, clap::Args)]
 pub struct StatusArgs {
@@ -52,7 +52,7 @@ pub fn render(asked: &str, diag: &Diag, now: f64) -> String {
         .cloned()
         .unwrap_or_else(|| asked.to_string());
     let mut out = format!(
-        "cluster as seen by {me}: leader {}, term {}, {} member(s)\n\n",
+        "cluster as seen by {me}: leader {}, term {}, {} member(s)\n",
         diag.state
             .leader
             .as_deref()
@@ -60,6 +60,11 @@ pub fn render(asked: &str, diag: &Diag, now: f64) -> String {
         diag.state.term,
         diag.state.members.len()
     );
+    if let Some(lease) = &diag.lease {
+        out.push_str(&lease_line(lease, diag.state.leader.as_deref()));
+        out.push('\n');
+    }
+    out.push('\n');
     let header = [
         "MEMBER",
         "NAME",
@@ -136,6 +141,28 @@ pub fn render(asked: &str, diag: &Diag, now: f64) -> String {
     out
 }
 
+/// Quorum mode: one line on the quorum, and whether this node acts as leader.
+fn lease_line(lease: &LeaseInfo, leader: Option<&str>) -> String {
+    let (quorum, reachable) = (lease.quorum, lease.reachable);
+    if reachable < quorum {
+        return format!("quorum {quorum}, {reachable} reachable: no quorum, following nobody");
+    }
+    let length = humantime::format_duration(Duration::from_millis(lease.lease_ms));
+    let role = if lease.acting {
+        let mut role = "acting leader".to_string();
+        if !lease.confirmed_by.is_empty() {
+            role = format!("{role}, confirmed by {}", lease.confirmed_by.join(", "));
+        }
+        match lease.expires_in_ms {
+            Some(ms) => format!("{role} ({:.1}s left)", ms as f64 / 1000.0),
+            None => role,
+        }
+    } else {
+        format!("following {}", leader.unwrap_or("nobody"))
+    };
+    format!("quorum {quorum} of {reachable} reachable, lease {length}: {role}")
+}
+
 fn fmt_epoch(secs: f64) -> String {
     let t = UNIX_EPOCH + Duration::from_secs_f64(secs.max(0.0));
     humantime::format_rfc3339_seconds(t)
@@ -168,5 +195,37 @@ mod tests {
         )
         .unwrap();
         insta::assert_snapshot!(render("n2:4000", &diag, 1100.0));
+    }
+
+    #[test]
+    fn in_quorum_mode_a_line_under_the_header_says_who_confirms_the_lease() {
+        let mut diag: Diag = serde_json::from_str(
+            r#"{
+              "state": {"members": ["a:1", "b:1", "c:1"], "leader": "a:1", "start_time": 1.0, "term": 2},
+              "member_states": {},
+              "lease": {"quorum": 2, "lease_ms": 3000, "acting": true,
+                        "confirmed_by": ["b:1", "c:1"], "expires_in_ms": 2140, "reachable": 3}
+            }"#,
+        )
+        .unwrap();
+        let text = render("a:1", &diag, 10.0);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[1],
+            "quorum 2 of 3 reachable, lease 3s: acting leader, confirmed by b:1, c:1 (2.1s left)"
+        );
+        assert_eq!(lines[2], "");
+
+        let lease = diag.lease.as_mut().unwrap();
+        lease.acting = false;
+        assert_eq!(
+            lease_line(lease, Some("a:1")),
+            "quorum 2 of 3 reachable, lease 3s: following a:1"
+        );
+        lease.reachable = 1;
+        assert_eq!(
+            lease_line(lease, None),
+            "quorum 2, 1 reachable: no quorum, following nobody"
+        );
     }
 }

@@ -31,16 +31,29 @@ fn acting_a() -> Core {
     tick(&mut a, ms(0));
     recv(&mut a, ms(1), B, state(&[B, A, C], None, 20.0, 0));
     recv(&mut a, ms(2), C, state(&[C, A, B], None, 30.0, 0));
-    assert_eq!(a.term(), 1, "A claims term 1");
+    assert_eq!(
+        a.term(),
+        CLAIM,
+        "A claims: at least the wall clock's seconds"
+    );
     assert_eq!(a.leader(), None);
     // Its claim asked both at once; they answer before they may vote (start-up).
     recv(&mut a, ms(3), B, state(&[B, A, C], None, 20.0, 0));
     recv(&mut a, ms(3), C, state(&[C, A, B], None, 30.0, 0));
     tick(&mut a, secs(4.0));
-    let out = recv(&mut a, secs(4.001), B, state(&[B, A, C], Some(A), 20.0, 1));
+    let out = recv(
+        &mut a,
+        secs(4.001),
+        B,
+        state(&[B, A, C], Some(A), 20.0, CLAIM),
+    );
     assert!(changes(&out)[0].gained(), "{out:?}");
     a
 }
+
+/// The term of A's first claim in these tests: the test clock's wall time (1000 s +
+/// monotonic time) in whole seconds, which is above every term A has seen (0).
+const CLAIM: u64 = 1000;
 
 /// B (20) following A (10) in quorum mode, C (30) the third member; A last read B's
 /// vote at 4 s.
@@ -85,7 +98,12 @@ fn the_nominee_acts_only_once_a_quorum_confirmed_its_claim_term() {
     recv(&mut a, ms(3), B, state(&[B, A, C], None, 20.0, 0));
     recv(&mut a, ms(3), C, state(&[C, A, B], None, 30.0, 0));
     tick(&mut a, secs(4.0));
-    let out = recv(&mut a, secs(4.001), B, state(&[B, A, C], Some(A), 20.0, 1));
+    let out = recv(
+        &mut a,
+        secs(4.001),
+        B,
+        state(&[B, A, C], Some(A), 20.0, CLAIM),
+    );
     assert!(changes(&out).is_empty(), "one confirmation of two needed");
     let out = recv(&mut a, secs(4.002), C, state(&[C, A, B], Some(A), 30.0, 0));
     assert!(
@@ -93,9 +111,14 @@ fn the_nominee_acts_only_once_a_quorum_confirmed_its_claim_term() {
         "a vote with another term does not count"
     );
     tick(&mut a, secs(5.0));
-    let out = recv(&mut a, secs(5.001), C, state(&[C, A, B], Some(A), 30.0, 1));
+    let out = recv(
+        &mut a,
+        secs(5.001),
+        C,
+        state(&[C, A, B], Some(A), 30.0, CLAIM),
+    );
     assert!(changes(&out)[0].gained());
-    assert_eq!(changes(&out)[0].term, 1);
+    assert_eq!(changes(&out)[0].term, CLAIM);
 }
 
 #[test]
@@ -104,7 +127,12 @@ fn a_confirmation_counts_from_when_the_fetch_was_sent_not_answered() {
     assert_eq!(a.lease_expiry(), Some(secs(7.0)), "sent at 4 s + 3 s");
     recv(&mut a, secs(4.002), C, state(&[C, A, B], None, 30.0, 0));
     tick(&mut a, secs(5.0));
-    recv(&mut a, secs(6.5), C, state(&[C, A, B], Some(A), 30.0, 1));
+    recv(
+        &mut a,
+        secs(6.5),
+        C,
+        state(&[C, A, B], Some(A), 30.0, CLAIM),
+    );
     let end = a.lease_expiry().expect("acting");
     assert!(
         end > secs(7.0),
@@ -134,7 +162,12 @@ fn a_paused_leader_steps_down_before_handling_anything_else() {
     let mut a = acting_a();
     // Resumed at 20 s: the first event is an answer that would renew the lease.
     tick(&mut a, secs(4.5));
-    let out = recv(&mut a, secs(20.0), B, state(&[B, A, C], Some(A), 20.0, 1));
+    let out = recv(
+        &mut a,
+        secs(20.0),
+        B,
+        state(&[B, A, C], Some(A), 20.0, CLAIM),
+    );
     assert!(
         matches!(&out[0], Action::LeaderChanged(c) if c.lost()),
         "stepping down comes first: {out:?}"
@@ -231,26 +264,32 @@ fn a_claimant_raises_its_term_above_a_vote_it_must_exceed() {
     tick(&mut a, ms(0));
     recv(&mut a, ms(1), B, state(&[B, A, C], None, 20.0, 0));
     recv(&mut a, ms(2), C, state(&[C, A, B], None, 30.0, 0));
-    assert_eq!(a.term(), 1);
-    // B once voted for someone with term 5: A's claim must go above it.
-    recv(&mut a, ms(3), B, state(&[B, A, C], None, 20.0, 5));
-    assert_eq!(a.term(), 6);
+    assert_eq!(a.term(), CLAIM);
+    // B once voted for someone with a term above A's claim: A must go above it.
+    recv(&mut a, ms(3), B, state(&[B, A, C], None, 20.0, CLAIM + 5));
+    assert_eq!(a.term(), CLAIM + 6);
     // A node naming nobody with a lower term changes nothing.
     recv(&mut a, ms(4), C, state(&[C, A, B], None, 30.0, 2));
-    assert_eq!(a.term(), 6);
+    assert_eq!(a.term(), CLAIM + 6);
 }
 
 #[test]
 fn terms_of_successive_acting_leaders_strictly_increase() {
     let mut a = acting_a();
-    assert_eq!(a.term(), 1);
-    // The lease lapses (no renewal), then B and C confirm A again.
+    assert_eq!(a.term(), CLAIM);
+    // The lease lapses (no renewal), then B confirms A's new claim.
     a.handle(secs(7.0), Event::Wake);
     tick(&mut a, secs(8.0));
-    assert_eq!(a.term(), 2, "a new claim, a new term");
-    let out = recv(&mut a, secs(8.001), B, state(&[B, A, C], Some(A), 20.0, 2));
+    let second = a.term();
+    assert!(second > CLAIM, "a new claim, a new term: {second}");
+    let out = recv(
+        &mut a,
+        secs(8.001),
+        B,
+        state(&[B, A, C], Some(A), 20.0, second),
+    );
     assert!(changes(&out)[0].gained());
-    assert_eq!(changes(&out)[0].term, 2);
+    assert_eq!(changes(&out)[0].term, second);
 }
 
 #[test]
@@ -288,7 +327,7 @@ fn a_witness_counts_toward_the_quorum() {
     tick(&mut a, secs(4.0));
     let mut vote = witness;
     vote.leader = Some(A.into());
-    vote.term = 1;
+    vote.term = CLAIM;
     let out = recv(&mut a, secs(4.001), B, vote);
     assert!(changes(&out)[0].gained(), "{out:?}");
 }

@@ -1,0 +1,211 @@
+//! Tests of the configuration: merging, precedence, validation and the example file.
+
+use super::*;
+
+fn args() -> RunArgs {
+    RunArgs {
+        advertise_addr: Some("localhost:4000".into()),
+        seeds: Some(vec!["localhost:4000".into()]),
+        ..RunArgs::default()
+    }
+}
+
+#[test]
+fn defaults_apply_when_nothing_is_given() {
+    let r = args().resolve_with(FileConfig::default()).unwrap();
+    assert_eq!(r.config.bind, "0.0.0.0:4000".parse().unwrap());
+    assert_eq!(r.config.interval, defaults::INTERVAL);
+    assert_eq!(r.log_format, LogFormat::Text);
+}
+
+#[test]
+fn flags_beat_the_file_and_the_file_beats_defaults() {
+    let file = FileConfig::parse("bind_port = 4100\ninterval = \"2s\"\nfanout = 3\n").unwrap();
+    let mut a = args();
+    a.bind_port = Some(4200);
+    let r = a.resolve_with(file).unwrap();
+    assert_eq!(r.config.bind.port(), 4200);
+    assert_eq!(r.config.interval, Duration::from_secs(2));
+    assert_eq!(r.config.fanout, 3);
+}
+
+#[test]
+fn loop_rate_is_the_python_spelling_of_interval() {
+    let mut a = args();
+    a.loop_rate = Some(5);
+    assert_eq!(
+        a.resolve_with(FileConfig::default())
+            .unwrap()
+            .config
+            .interval,
+        Duration::from_secs(5)
+    );
+    let both = FileConfig::parse("loop_rate = 1\ninterval = \"1s\"").unwrap();
+    let err = args().resolve_with(both).unwrap_err().to_string();
+    assert!(err.contains("loop_rate"), "{err}");
+}
+
+#[test]
+fn an_unknown_key_is_an_error_that_names_it() {
+    let err = FileConfig::parse("bind_prot = 1").unwrap_err();
+    assert!(err.contains("bind_prot"), "{err}");
+}
+
+#[test]
+fn a_bad_duration_in_the_file_names_the_key() {
+    let err = FileConfig::parse("interval = \"fast\"").unwrap_err();
+    assert!(err.contains("interval"), "{err}");
+}
+
+#[test]
+fn missing_and_invalid_values_name_the_key() {
+    let err = RunArgs::default()
+        .resolve_with(FileConfig::default())
+        .unwrap_err();
+    assert!(err.to_string().contains("advertise_addr"), "{err}");
+    let mut a = args();
+    a.seeds = Some(vec!["nope".into()]);
+    let err = a
+        .resolve_with(FileConfig::default())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("seeds") && err.contains("nope"), "{err}");
+    let mut a = args();
+    a.interval = Some(Duration::ZERO);
+    let err = a
+        .resolve_with(FileConfig::default())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("interval"), "{err}");
+}
+
+#[test]
+fn hook_settings_merge_like_the_others_and_bad_ones_name_the_key() {
+    let file = FileConfig::parse(
+        "on_leader = \"file-leader\"\non_follower = \"file-follower\"\nhook_timeout = \"3s\"\nhealth_interval = \"7s\"\n",
+    )
+    .unwrap();
+    let mut a = args();
+    a.on_leader = Some("flag-leader".into());
+    a.step_down_cooldown = Some(Duration::from_secs(90));
+    let h = a.resolve_with(file).unwrap().hooks;
+    assert_eq!(h.on_leader.as_deref(), Some("flag-leader"));
+    assert_eq!(h.on_follower.as_deref(), Some("file-follower"));
+    assert_eq!(h.on_change, None);
+    assert_eq!(h.hook_timeout, Duration::from_secs(3));
+    assert_eq!(h.step_down_cooldown, Duration::from_secs(90));
+    assert_eq!(h.health_check, None);
+    assert_eq!(h.health_interval, Duration::from_secs(7));
+    let d = args().resolve_with(FileConfig::default()).unwrap().hooks;
+    assert_eq!(d, HookConfig::default());
+
+    let mut a = args();
+    a.on_change = Some("  ".into());
+    let err = a
+        .resolve_with(FileConfig::default())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("on_change"), "{err}");
+    let err = args()
+        .resolve_with(FileConfig::parse("health_interval = \"0s\"").unwrap())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("health_interval"), "{err}");
+    let err = FileConfig::parse("on_leader = 1").unwrap_err();
+    assert!(err.contains("on_leader"), "{err}");
+}
+
+#[test]
+fn the_help_shows_each_default_once_from_the_constants() {
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        run: RunArgs,
+    }
+    let cmd = <Cli as clap::CommandFactory>::command();
+    let mut documented = 0;
+    for arg in cmd.get_arguments() {
+        let help = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
+        match help_default(arg.get_id().as_str()) {
+            Some(d) => {
+                assert!(help.ends_with(&format!(" [default: {d}]")), "{help}");
+                assert_eq!(help.matches("[default:").count(), 1, "{help}");
+                documented += 1;
+            }
+            None => assert!(!help.contains("[default:"), "typed by hand: {help}"),
+        }
+    }
+    assert_eq!(documented, 14);
+    assert_eq!(help_default("interval").as_deref(), Some("1s"));
+}
+
+#[test]
+fn the_example_file_parses_and_sets_every_key() {
+    let text = include_str!("../../les.toml.example");
+    let file = FileConfig::parse(text).unwrap();
+    let json = serde_json::to_value(&file).unwrap();
+    let obj = json.as_object().unwrap();
+    // `loop_rate` is the Python alias of `interval`; the example documents it in a
+    // comment, since giving both is an error.
+    let unset: Vec<&String> = obj
+        .iter()
+        .filter(|(k, v)| v.is_null() && *k != "loop_rate")
+        .map(|(k, _)| k)
+        .collect();
+    assert!(unset.is_empty(), "les.toml.example does not set {unset:?}");
+    assert!(
+        text.contains("# loop_rate"),
+        "les.toml.example must mention loop_rate"
+    );
+    args().resolve_with(file).unwrap();
+}
+
+#[test]
+fn the_example_file_shows_the_defaults() {
+    let f = FileConfig::parse(include_str!("../../les.toml.example")).unwrap();
+    assert_eq!(f.bind_interface, Some(defaults::BIND_INTERFACE));
+    assert_eq!(f.bind_port, Some(defaults::BIND_PORT));
+    assert_eq!(f.interval, Some(defaults::INTERVAL));
+    assert_eq!(f.request_timeout, Some(defaults::REQUEST_TIMEOUT));
+    assert_eq!(f.suspicion_timeout, Some(defaults::SUSPICION_TIMEOUT));
+    assert_eq!(f.rejoin_holdoff, Some(defaults::REJOIN_HOLDOFF));
+    assert_eq!(f.fanout, Some(defaults::FANOUT));
+    assert_eq!(f.eligible, Some(defaults::ELIGIBLE));
+    assert_eq!(f.quorum, Some(defaults::QUORUM));
+    assert_eq!(f.lease, Some(defaults::LEASE));
+    assert_eq!(f.log_format, Some(LogFormat::default()));
+    assert_eq!(f.hook_timeout, Some(defaults::HOOK_TIMEOUT));
+    assert_eq!(f.step_down_cooldown, Some(defaults::STEP_DOWN_COOLDOWN));
+    assert_eq!(f.health_interval, Some(defaults::HEALTH_INTERVAL));
+}
+
+#[test]
+fn quorum_and_lease_merge_like_the_others() {
+    let d = args().resolve_with(FileConfig::default()).unwrap().config;
+    assert_eq!((d.quorum, d.lease), (defaults::QUORUM, defaults::LEASE));
+    let file = FileConfig::parse("quorum = 3\nlease = \"4s\"\n").unwrap();
+    let mut a = args();
+    a.lease = Some(Duration::from_secs(5));
+    let c = a.resolve_with(file).unwrap().config;
+    assert_eq!((c.quorum, c.lease), (3, Duration::from_secs(5)));
+    let c = c.core_config();
+    assert_eq!((c.quorum, c.lease), (3, Duration::from_secs(5)));
+}
+
+#[test]
+fn a_lease_shorter_than_a_round_and_a_request_is_an_error_in_quorum_mode() {
+    let mut a = args();
+    a.quorum = Some(2);
+    a.lease = Some(Duration::from_millis(1500));
+    let err = a
+        .resolve_with(FileConfig::default())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("`lease`") && err.contains("2s"), "{err}");
+    // Without quorum mode the lease is not used, so it is not checked.
+    a.quorum = Some(0);
+    a.resolve_with(FileConfig::default()).unwrap();
+    a.quorum = Some(2);
+    a.lease = Some(Duration::from_secs(2));
+    a.resolve_with(FileConfig::default()).unwrap();
+}
