@@ -54,7 +54,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use les::commands::CrashGuard;
-use les::config::RunArgs;
+use les::config::{LogFormat, RunArgs};
 use les::hooks::{HookError, LeaderChange, LeaderChanged};
 use tokio::process::Command;
 
@@ -314,14 +314,17 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match resolved.log_format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().init(),
+    }
     let fence = args.fence_file.map(|path| Fence { path });
     match run(args.vip, args.iface, fence, resolved) {
         Ok(()) => ExitCode::SUCCESS,

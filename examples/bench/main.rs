@@ -8,6 +8,10 @@
 //! hand-written analysis survives) and an SVG plot, and ends with one JSON line.
 
 mod cluster;
+#[allow(dead_code)] // the tests' lab module; the benchmark uses part of it
+#[path = "../../tests/common/netns.rs"]
+mod netns;
+mod partition;
 mod report;
 mod scale;
 mod stats;
@@ -74,6 +78,18 @@ struct Args {
     /// Only run the simulations.
     #[arg(long)]
     sim_only: bool,
+    /// Trials per partition scenario (3 nodes with the leader cut off alone, 5 with the
+    /// leader and one follower), in network namespaces; needs root, iproute2 and
+    /// nftables. 0 skips them. Runs the default mode, and quorum mode (a majority
+    /// quorum) when the binary offers --quorum.
+    #[arg(long, default_value_t = 0)]
+    partition_trials: usize,
+    /// Seconds each partition lasts.
+    #[arg(long, default_value_t = 10)]
+    partition_seconds: u64,
+    /// Only run the partitions (and write only their section of the Markdown file).
+    #[arg(long)]
+    partition_only: bool,
 }
 
 /// Timings for one cluster size, in milliseconds.
@@ -296,6 +312,14 @@ fn loaded(bin: &std::path::Path, args: &Args) -> anyhow::Result<LoadRun> {
     })
 }
 
+/// How this run was started, for the Markdown file.
+fn command_line() -> String {
+    std::iter::once("cargo run --release --example bench --".to_string())
+        .chain(std::env::args().skip(1))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// The les binary: given, or target/release/les, built if missing.
 fn les_binary(args: &Args) -> anyhow::Result<PathBuf> {
     if let Some(b) = &args.bin {
@@ -314,8 +338,66 @@ fn les_binary(args: &Args) -> anyhow::Result<PathBuf> {
     Ok(bin)
 }
 
+/// The partition scenarios, in the default mode and (if the binary has it) quorum mode.
+fn partitions(bin: &std::path::Path, args: &Args) -> anyhow::Result<Vec<partition::PartitionRun>> {
+    if let Some(why) = partition::missing_prerequisite() {
+        anyhow::bail!("cannot measure partitions: {why}");
+    }
+    let quorum = partition::has_quorum_mode(bin);
+    if !quorum {
+        anyhow::ensure!(
+            std::env::var_os("CI").is_none(),
+            "{} offers no --quorum: quorum mode cannot be measured (CI is set)",
+            bin.display()
+        );
+        eprintln!(
+            "\n*** NOTE: {} offers no --quorum: measuring the default mode only ***\n",
+            bin.display()
+        );
+    }
+    let cut = Duration::from_secs(args.partition_seconds);
+    let mut runs = Vec::new();
+    for (n, cut_off) in [(3, 1), (5, 2)] {
+        let mut modes = vec![("default".to_string(), args.node_args.clone())];
+        if quorum {
+            let q = n / 2 + 1;
+            let mut flags = args.node_args.clone();
+            flags.extend(["--quorum".to_string(), q.to_string()]);
+            modes.push((format!("quorum {q}"), flags));
+        }
+        for (mode, flags) in modes {
+            eprintln!(
+                "partition, {mode}: {n} nodes, {cut_off} cut off for {} s, {} trials",
+                cut.as_secs(),
+                args.partition_trials
+            );
+            runs.push(partition::run(
+                bin,
+                &mode,
+                n,
+                cut_off,
+                cut,
+                args.partition_trials,
+                &flags,
+            )?);
+        }
+    }
+    Ok(runs)
+}
+
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if args.partition_only {
+        let bin = les_binary(&args)?;
+        let runs = partitions(&bin, &args)?;
+        let command = command_line();
+        println!("{}", report::partition_table(&runs));
+        if !args.no_write {
+            report::write_partitions(&args.out, &command, &runs)?;
+            eprintln!("wrote {}", args.out.display());
+        }
+        return Ok(());
+    }
     let mut scale_runs = Vec::new();
     for &n in args.sim_nodes.iter().filter(|n| **n > 0) {
         for kind in [scale::CrashKind::Refused, scale::CrashKind::Silent] {
@@ -362,11 +444,13 @@ fn main() -> anyhow::Result<()> {
     } else {
         None
     };
+    let parts = if args.partition_trials > 0 && !args.sim_only {
+        partitions(&bin, &args)?
+    } else {
+        Vec::new()
+    };
     let results = report::Results {
-        command: std::iter::once("cargo run --release --example bench --".to_string())
-            .chain(std::env::args().skip(1))
-            .collect::<Vec<_>>()
-            .join(" "),
+        command: command_line(),
         node_args: args.node_args.clone(),
         trials: args.trials,
         timings: all_timings,
@@ -376,9 +460,15 @@ fn main() -> anyhow::Result<()> {
         loss: loss_runs,
     };
     println!("{}", report::tables(&results));
+    if !parts.is_empty() {
+        println!("{}", report::partition_table(&parts));
+    }
     if !args.no_write {
         report::write_markdown(&args.out, &args.svg, &results)?;
         report::write_svg(&args.svg, &results)?;
+        if !parts.is_empty() {
+            report::write_partitions(&args.out, &results.command, &parts)?;
+        }
         eprintln!("wrote {} and {}", args.out.display(), args.svg.display());
     }
     println!("{}", report::headline_json(&results));

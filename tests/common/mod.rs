@@ -2,6 +2,8 @@
 //! are always reaped, bounded waits, and reading a node's `/diag/`.
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod netns;
+
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
