@@ -24,23 +24,24 @@
 //! Needs root, `ip` (iproute2) and `arping` (iputils-arping). Without them the test
 //! says why it is skipped, on stderr; with `CI` set it fails instead.
 
-mod common;
-
+use std::fs::File;
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::Child;
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use common::netns::{self, enter, http_get, ip, say, Net, VipWatch, LAB_LIFETIME};
-
 /// Port of the service behind the VIP.
 const SERVICE_PORT: u16 = 8080;
 /// Port of the les API in every node namespace.
 const LES_PORT: u16 = 4000;
+/// No background thread of a lab runs longer than this, whatever happens.
+const LAB_LIFETIME: Duration = Duration::from_secs(300);
 /// Deadline for each awaited condition.
 const PATIENCE: Duration = Duration::from_secs(30);
 /// How long a SIGTERM handoff may take, including a loaded machine; the measured
@@ -56,9 +57,109 @@ enum Way {
     HookCommands,
 }
 
+fn say(msg: &str) {
+    // Straight to the stderr file descriptor, past the test harness's capture, so a
+    // skip or the measured times show without --nocapture.
+    let _ = writeln!(std::io::stderr().lock(), "{msg}");
+}
+
+/// Why this machine cannot run the lab, if it cannot.
+fn missing_prerequisite() -> Option<String> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Some("not running as root (network namespaces need it)".into());
+    }
+    for (tool, args, package) in [
+        ("ip", &["-V"][..], "iproute2"),
+        ("arping", &["-V"][..], "iputils-arping"),
+    ] {
+        let ok = Command::new(tool)
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            return Some(format!("`{tool}` is not installed (package {package})"));
+        }
+    }
+    None
+}
+
 /// Skip loudly, or fail under CI.
 fn skip_unless_possible(test: &str) -> bool {
-    netns::skip_unless_possible(test, &[netns::IP, netns::ARPING])
+    let Some(why) = missing_prerequisite() else {
+        return false;
+    };
+    if std::env::var_os("CI").is_some() {
+        panic!("{test}: cannot run under CI: {why}");
+    }
+    say(&format!(
+        "\n*** SKIPPED {test}: {why}. Run as root with iproute2 and iputils-arping installed. ***\n"
+    ));
+    true
+}
+
+fn ip(args: &[&str]) -> Result<(), String> {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(|e| format!("cannot run ip: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+/// Move the calling thread into network namespace `ns`.
+fn enter(ns: &str) {
+    let f = File::open(format!("/run/netns/{ns}")).unwrap();
+    // SAFETY: setns on a valid namespace fd; it only changes this thread's namespace.
+    let rc = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
+    assert_eq!(rc, 0, "setns {ns}: {}", std::io::Error::last_os_error());
+}
+
+/// Whether `addr` is configured on any interface of the calling thread's namespace.
+fn has_addr(addr: Ipv4Addr) -> bool {
+    let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills `list` with a linked list we walk read-only and free once.
+    unsafe {
+        assert_eq!(libc::getifaddrs(&mut list), 0, "getifaddrs");
+        let mut found = false;
+        let mut p = list;
+        while !p.is_null() {
+            let a = (*p).ifa_addr;
+            if !a.is_null() && i32::from((*a).sa_family) == libc::AF_INET {
+                let sin = &*(a as *const libc::sockaddr_in);
+                found |= u32::from_be(sin.sin_addr.s_addr) == u32::from(addr);
+            }
+            p = (*p).ifa_next;
+        }
+        libc::freeifaddrs(list);
+        found
+    }
+}
+
+/// `GET path` over HTTP/1.1; the body of a 200 answer.
+fn http_get(addr: SocketAddr, path: &str, timeout: Duration) -> Option<String> {
+    let mut s = TcpStream::connect_timeout(&addr, timeout).ok()?;
+    s.set_read_timeout(Some(timeout)).ok()?;
+    s.set_write_timeout(Some(timeout)).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut buf = Vec::new();
+    s.take(1 << 20).read_to_end(&mut buf).ok()?;
+    let text = String::from_utf8_lossy(&buf);
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    head.starts_with("HTTP/1.1 200").then(|| body.to_string())
 }
 
 /// One fetch of the VIP by the client.
@@ -68,9 +169,19 @@ struct Answer {
     from: Option<String>,
 }
 
+/// Where the VIP was, whenever that changed.
+#[derive(Debug, Clone)]
+struct Placement {
+    at: Instant,
+    holders: [bool; 3],
+}
+
 #[derive(Default)]
 struct Observations {
     answers: Mutex<Vec<Answer>>,
+    placements: Mutex<Vec<Placement>>,
+    sweeps: Mutex<u64>,
+    doubles: Mutex<Vec<Placement>>,
 }
 
 impl Observations {
@@ -78,53 +189,81 @@ impl Observations {
         let all = self.answers.lock().unwrap();
         all.iter().filter(|a| a.at >= t).cloned().collect()
     }
+
+    /// When the VIP was first seen on `node` alone, at or after `t`.
+    fn placed_on(&self, node: usize, t: Instant) -> Option<Instant> {
+        let all = self.placements.lock().unwrap();
+        let alone = |p: &Placement| p.holders.iter().enumerate().all(|(i, h)| *h == (i == node));
+        // The placement in force at `t` counts too, from `t`.
+        let current = all.iter().rev().find(|p| p.at <= t).filter(|p| alone(p));
+        current
+            .map(|_| t)
+            .or_else(|| all.iter().find(|p| p.at > t && alone(p)).map(|p| p.at))
+    }
+
+    fn placements_since(&self, t: Instant) -> Vec<Placement> {
+        let all = self.placements.lock().unwrap();
+        all.iter().filter(|p| p.at >= t).cloned().collect()
+    }
+
+    fn holders_now(&self) -> [bool; 3] {
+        self.placements
+            .lock()
+            .unwrap()
+            .last()
+            .map_or([false; 3], |p| p.holders)
+    }
 }
 
 struct Lab {
     way: Way,
+    /// Prefix of every namespace name: `lesvip-<pid>-<way>`.
+    tag: String,
+    /// Third octet of 198.18.N.0/24.
+    net: u8,
+    namespaces: Vec<String>,
     nodes: Vec<Option<Child>>,
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
     seen: Arc<Observations>,
-    /// Where the VIP is, once the sampler runs.
-    watch: Arc<VipWatch>,
     logs: PathBuf,
     started: Instant,
-    /// Namespaces `lesvip-<pid>-<way>-*`; dropped (deleted) after everything above.
-    net: Net,
 }
 
 impl Lab {
     fn new(way: Way, net: u8) -> Lab {
+        remove_stale_labs();
         let tag = format!(
             "lesvip-{}-{}",
             std::process::id(),
             if way == Way::Example { "ex" } else { "hk" }
         );
-        let logs = netns::log_dir(&tag);
-        let mut hosts = netns::numbered(&NAMES);
-        hosts.push(("client", 100));
-        let net =
-            Net::new(&tag, net, &hosts).unwrap_or_else(|e| panic!("cannot build the lab: {e}"));
-        Lab {
+        let logs = std::env::temp_dir().join(&tag);
+        let _ = std::fs::remove_dir_all(&logs);
+        std::fs::create_dir_all(&logs).unwrap();
+        let mut lab = Lab {
             way,
+            tag,
+            net,
+            namespaces: Vec::new(),
             nodes: vec![None, None, None],
             stop: Arc::new(AtomicBool::new(false)),
             threads: Vec::new(),
             seen: Arc::new(Observations::default()),
-            watch: Arc::new(VipWatch::default()),
             logs,
             started: Instant::now(),
-            net,
-        }
+        };
+        lab.build()
+            .unwrap_or_else(|e| panic!("cannot build the lab: {e}"));
+        lab
     }
 
     fn ns(&self, name: &str) -> String {
-        self.net.ns(name)
+        format!("{}-{name}", self.tag)
     }
 
     fn addr(&self, host: u8) -> Ipv4Addr {
-        self.net.addr(host)
+        Ipv4Addr::new(198, 18, self.net, host)
     }
 
     fn node_ip(&self, i: usize) -> Ipv4Addr {
@@ -137,6 +276,38 @@ impl Lab {
 
     fn les_addr(&self, i: usize) -> String {
         format!("{}:{LES_PORT}", self.node_ip(i))
+    }
+
+    fn build(&mut self) -> Result<(), String> {
+        let br = self.ns("br");
+        ip(&["netns", "add", &br])?;
+        self.namespaces.push(br.clone());
+        ip(&["-n", &br, "link", "add", "br0", "type", "bridge"])?;
+        ip(&["-n", &br, "link", "set", "br0", "up"])?;
+        let hosts: Vec<(String, u8)> = NAMES
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.to_string(), 11 + i as u8))
+            .chain([("client".to_string(), 100)])
+            .collect();
+        for (name, host) in hosts {
+            let ns = self.ns(&name);
+            ip(&["netns", "add", &ns])?;
+            self.namespaces.push(ns.clone());
+            // Created from inside the bridge namespace straight into the host's: no
+            // interface ever exists in the namespace this test runs in.
+            let port = format!("p-{name}");
+            ip(&[
+                "-n", &br, "link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns",
+                &ns,
+            ])?;
+            ip(&["-n", &br, "link", "set", &port, "master", "br0", "up"])?;
+            let cidr = format!("{}/24", self.addr(host));
+            ip(&["-n", &ns, "addr", "add", &cidr, "dev", "eth0"])?;
+            ip(&["-n", &ns, "link", "set", "eth0", "up"])?;
+            ip(&["-n", &ns, "link", "set", "lo", "up"])?;
+        }
+        Ok(())
     }
 
     /// Run `f` in a thread inside namespace `ns`, stopped with the lab.
@@ -186,15 +357,37 @@ impl Lab {
 
     /// Records where the VIP is, sweeping the three node namespaces every 2 ms.
     fn start_sampler(&mut self) {
-        let namespaces: Vec<String> = NAMES.iter().map(|n| self.ns(n)).collect();
-        let (watch, thread) = VipWatch::start(
-            &namespaces,
-            self.vip(),
-            Duration::from_millis(2),
-            self.stop.clone(),
-        );
-        self.watch = watch;
-        self.threads.push(thread);
+        let files: Vec<File> = NAMES
+            .iter()
+            .map(|n| File::open(format!("/run/netns/{}", self.ns(n))).unwrap())
+            .collect();
+        let (vip, seen, t0) = (self.vip(), self.seen.clone(), self.started);
+        let stop = self.stop.clone();
+        self.threads.push(std::thread::spawn(move || {
+            let mut last = None;
+            while Lab::alive(&stop, t0) {
+                let mut holders = [false; 3];
+                for (i, f) in files.iter().enumerate() {
+                    // SAFETY: as in `enter`; the fd stays open for the loop.
+                    let rc = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
+                    assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+                    holders[i] = has_addr(vip);
+                }
+                let p = Placement {
+                    at: Instant::now(),
+                    holders,
+                };
+                *seen.sweeps.lock().unwrap() += 1;
+                if holders.iter().filter(|h| **h).count() > 1 {
+                    seen.doubles.lock().unwrap().push(p.clone());
+                }
+                if last != Some(holders) {
+                    last = Some(holders);
+                    seen.placements.lock().unwrap().push(p);
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        }));
     }
 
     /// The client: fetches the VIP every 20 ms and records who answered.
@@ -218,14 +411,19 @@ impl Lab {
         let seeds: Vec<String> = (0..3).map(|j| self.les_addr(j)).collect();
         let seeds = seeds.join(",");
         let les = Path::new(env!("CARGO_BIN_EXE_les"));
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.ns(NAMES[i])]);
         let vip = format!("{}/24", self.vip());
-        let mut cmd;
         match self.way {
             Way::Example => {
-                cmd = self
-                    .net
-                    .command(NAMES[i], &netns::example_binary(les, "floating_ip"));
-                cmd.args(["--vip", &vip, "--iface", "eth0"]);
+                let example = les.with_file_name("examples").join("floating_ip");
+                assert!(
+                    example.exists(),
+                    "{} is missing: `cargo test` builds the examples (a run limited with \
+                     --test does not; build it with `cargo build --example floating_ip`)",
+                    example.display()
+                );
+                cmd.arg(example).args(["--vip", &vip, "--iface", "eth0"]);
             }
             Way::HookCommands => {
                 // As in the README: wait while another machine answers ARP for the
@@ -237,16 +435,36 @@ impl Lab {
                     a = self.vip()
                 );
                 let on_follower = format!("ip addr del {vip} dev eth0 2>/dev/null; true");
-                cmd = self.net.command(NAMES[i], les);
-                cmd.args(["--on-leader", &on_leader])
+                cmd.arg(les)
+                    .args(["--on-leader", &on_leader])
                     .args(["--on-follower", &on_follower]);
             }
         }
         cmd.args(["--bind-port", &LES_PORT.to_string()])
             .args(["--advertise-addr", &self.les_addr(i)])
-            .args(["--seeds", &seeds, "--name", NAMES[i]])
-            .env("RUST_LOG", "info");
-        netns::log_to(&mut cmd, &self.logs.join(format!("{}.log", NAMES[i])));
+            .args(["--seeds", &seeds, "--name", NAMES[i]]);
+        for (k, _) in std::env::vars() {
+            if k.starts_with("LES_") {
+                cmd.env_remove(k);
+            }
+        }
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(self.logs.join(format!("{}.log", NAMES[i])))
+            .unwrap();
+        cmd.env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+        // SAFETY: prctl is async-signal-safe; it makes the node die with this thread
+        // if the test process is killed before it can clean up.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
         self.nodes[i] = Some(cmd.spawn().unwrap());
     }
 
@@ -282,7 +500,7 @@ impl Lab {
                 Instant::now() < deadline,
                 "the client was not answered by {} within {PATIENCE:?}; VIP on {:?}; last answers {:?}",
                 NAMES[i],
-                self.watch.holders_now(),
+                self.seen.holders_now(),
                 &answers[answers.len().saturating_sub(5)..]
             );
             std::thread::sleep(Duration::from_millis(5));
@@ -292,7 +510,15 @@ impl Lab {
     /// Node `i`'s view of the leader, asked from the client namespace.
     fn leader_seen_by(&self, i: usize) -> Option<String> {
         let target: SocketAddr = self.les_addr(i).parse().unwrap();
-        netns::leader_seen(&self.ns("client"), target)
+        let ns = self.ns("client");
+        std::thread::spawn(move || {
+            enter(&ns);
+            let body = http_get(target, "/state", Duration::from_millis(500))?;
+            let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+            v["leader"].as_str().map(str::to_string)
+        })
+        .join()
+        .unwrap()
     }
 }
 
@@ -308,15 +534,45 @@ impl Drop for Lab {
             let _ = child.wait();
         }
         if std::thread::panicking() {
-            let logs: Vec<PathBuf> = NAMES
-                .iter()
-                .map(|n| self.logs.join(format!("{n}.log")))
-                .collect();
-            netns::print_tails(&logs, 30);
+            for name in NAMES {
+                let log = self.logs.join(format!("{name}.log"));
+                let text = std::fs::read_to_string(&log).unwrap_or_default();
+                let lines: Vec<&str> = text.lines().collect();
+                say(&format!(
+                    "--- last lines of {} ---\n{}",
+                    log.display(),
+                    lines[lines.len().saturating_sub(30)..].join("\n")
+                ));
+            }
         } else {
             let _ = std::fs::remove_dir_all(&self.logs);
         }
-        // `self.net` is dropped next, deleting the namespaces.
+        for ns in self.namespaces.iter().rev() {
+            if let Err(e) = ip(&["netns", "del", ns]) {
+                say(&format!("netns_vip: cleanup: {e}"));
+            }
+        }
+    }
+}
+
+/// Delete namespaces left by a lab whose test process was killed (its pid is gone).
+fn remove_stale_labs() {
+    let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else {
+        return;
+    };
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Some(name) = line.split_whitespace().next() else {
+            continue;
+        };
+        let Some(pid) = name
+            .strip_prefix("lesvip-")
+            .and_then(|r| r.split('-').next())
+        else {
+            continue;
+        };
+        if !Path::new("/proc").join(pid).exists() {
+            let _ = ip(&["netns", "del", name]);
+        }
     }
 }
 
@@ -330,7 +586,6 @@ fn move_the_vip(way: Way, net: u8) {
     lab.start_sampler();
     lab.start_client();
     let seen = lab.seen.clone();
-    let watch = lab.watch.clone();
 
     // Another machine (the client namespace stands in for it) still holds the VIP, as a
     // killed leader does until its crash guard has run.
@@ -349,7 +604,7 @@ fn move_the_vip(way: Way, net: u8) {
         std::thread::sleep(Duration::from_millis(50));
     }
     std::thread::sleep(Duration::from_secs(1));
-    let early = watch.placements_since(lab.started);
+    let early = seen.placements_since(lab.started);
     assert!(
         early.iter().all(|p| p.holders == [false; 3]),
         "a node took the VIP while another machine held it: {early:?}"
@@ -357,8 +612,8 @@ fn move_the_vip(way: Way, net: u8) {
     let t_let_go = Instant::now();
     ip(&["-n", &client, "addr", "del", &vip, "dev", "eth0"]).unwrap();
     lab.answered_by(0, t_let_go);
-    assert_eq!(watch.holders_now(), [true, false, false]);
-    let t_taken = watch
+    assert_eq!(seen.holders_now(), [true, false, false]);
+    let t_taken = seen
         .placed_on(0, t_let_go)
         .expect("VIP on n1 once answered");
 
@@ -368,7 +623,7 @@ fn move_the_vip(way: Way, net: u8) {
     lab.signal(0, libc::SIGKILL);
     lab.reap(0);
     let kill_answer = lab.answered_by(1, t_kill);
-    let kill_placed = watch.placed_on(1, t_kill).expect("VIP on n2 once answered");
+    let kill_placed = seen.placed_on(1, t_kill).expect("VIP on n2 once answered");
     let gap = seen
         .answers_since(t_kill)
         .iter()
@@ -398,8 +653,8 @@ fn move_the_vip(way: Way, net: u8) {
     assert!(since_restart
         .iter()
         .any(|a| a.from.as_deref() == Some("n2")));
-    assert_eq!(watch.placed_on(1, t_restart), Some(t_restart));
-    let moved = watch.placements_since(t_restart);
+    assert_eq!(seen.placed_on(1, t_restart), Some(t_restart));
+    let moved = seen.placements_since(t_restart);
     assert!(
         moved.is_empty(),
         "the VIP moved when n1 came back: {moved:?}"
@@ -410,7 +665,7 @@ fn move_the_vip(way: Way, net: u8) {
     let t_term = Instant::now();
     lab.signal(1, libc::SIGTERM);
     let term_answer = lab.answered_by(2, t_term);
-    let term_placed = watch.placed_on(2, t_term).expect("VIP on n3 once answered");
+    let term_placed = seen.placed_on(2, t_term).expect("VIP on n3 once answered");
     let status = lab.reap(1);
     assert!(status.success(), "n2 exited with {status} after SIGTERM");
     assert!(
@@ -419,10 +674,10 @@ fn move_the_vip(way: Way, net: u8) {
         term_placed - t_term
     );
     std::thread::sleep(Duration::from_millis(200));
-    assert_eq!(watch.holders_now(), [false, false, true]);
+    assert_eq!(seen.holders_now(), [false, false, true]);
 
-    let sweeps = watch.sweeps();
-    let doubles = watch.doubles();
+    let sweeps = *seen.sweeps.lock().unwrap();
+    let doubles = seen.doubles.lock().unwrap().clone();
     say(&format!(
         "netns_vip [{way:?}]: VIP on n1 {} ms after the stale holder let go; \
          SIGKILL: VIP on n2 after {} ms, answered by n2 after {} ms ({gap} fetches unanswered); \
