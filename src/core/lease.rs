@@ -284,7 +284,13 @@ impl Core {
         let term = state.term;
         let q = &self.quorum;
         let same = q.voted_for.as_deref() == Some(target.as_str()) && term == q.voted_term;
-        let term_ok = same || term > q.voted_term;
+        // A nominee whose own state names itself acts already, with a quorum that did
+        // not need this node: following it with its term, even one not above this
+        // node's last vote (that vote went to a claim that failed, or two claims drew
+        // the same wall-clock second), cannot let an older term act after a newer one,
+        // and without it this node would follow nobody for as long as that leader lasts.
+        let acts = target == other && state.leader.as_deref() == Some(other);
+        let term_ok = same || term > q.voted_term || acts;
         if !(candidate && term_ok && self.may_name(&target)) {
             return None;
         }

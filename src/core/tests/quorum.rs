@@ -419,3 +419,28 @@ fn a_leaderless_node_fetches_its_nominee_when_it_calls() {
         "C asks B, its nominee, for its claim"
     );
 }
+
+#[test]
+fn a_follower_whose_last_vote_went_to_a_failed_claim_follows_the_acting_leader() {
+    // B voted for A's claim (term 1004), then A's claim failed; C acts with the same
+    // term (terms start from the wall clock's seconds: two claims can collide).
+    let mut b = b_following_a();
+    let voted = b.term();
+    fail(&mut b, secs(4.5), A, Failure::Refused);
+    let later = secs(4.0) + promise_len() + ms(1);
+    b.handle(later, Event::Wake);
+    recv(&mut b, later, C, state(&[C, B], Some(C), 5.0, voted));
+    b.handle(later + ms(1), Event::Wake);
+    assert_eq!(
+        b.leader(),
+        Some(C),
+        "C acts: B follows it rather than nobody"
+    );
+    // A candidate that does not act yet still needs a term above B's vote.
+    let mut b = b_following_a();
+    fail(&mut b, secs(4.5), A, Failure::Refused);
+    b.handle(later, Event::Wake);
+    recv(&mut b, later, C, state(&[C, B], None, 5.0, voted));
+    b.handle(later + ms(1), Event::Wake);
+    assert_eq!(b.leader(), None);
+}
