@@ -42,11 +42,14 @@
 //! iputils (without it the address still moves, but neighbours learn the new MAC only
 //! when their ARP entries expire).
 
+#[path = "support/fence.rs"]
+mod fence;
+
 use std::fmt;
-use std::io::{BufRead, Write};
 use std::net::Ipv4Addr;
-use std::os::fd::AsRawFd;
 use std::path::PathBuf;
+
+use fence::Fence;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -115,44 +118,6 @@ fn parse_iface(s: &str) -> Result<String, String> {
         Ok(s.to_string())
     } else {
         Err(format!("{s:?} is not an interface name"))
-    }
-}
-
-/// A resource protected by les's fencing token: a file holding one `TERM NODE` line per
-/// leader admitted, in order. See the module docs.
-struct Fence {
-    path: PathBuf,
-}
-
-impl Fence {
-    /// Admit `node` as the writer with `term`, or refuse it if a higher term has been
-    /// admitted already. Holds an exclusive lock on the file while it reads and appends,
-    /// so two writers cannot both pass the check.
-    fn admit(&self, term: u64, node: &str) -> Result<(), String> {
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .append(true)
-            .create(true)
-            .open(&self.path)
-            .map_err(|e| format!("cannot open {}: {e}", self.path.display()))?;
-        // SAFETY: flock on a file descriptor this function owns; released on close.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
-            return Err(format!("cannot lock {}", self.path.display()));
-        }
-        let highest = std::io::BufReader::new(&file)
-            .lines()
-            .map_while(Result::ok)
-            .filter_map(|l| l.split_whitespace().next()?.parse::<u64>().ok())
-            .max()
-            .unwrap_or(0);
-        if term < highest {
-            return Err(format!(
-                "fencing: term {term} refused, term {highest} has taken over"
-            ));
-        }
-        writeln!(&file, "{term} {node}")
-            .and_then(|()| file.sync_data())
-            .map_err(|e| format!("cannot write {}: {e}", self.path.display()))
     }
 }
 
@@ -387,31 +352,4 @@ fn run(
         g.disarm(); // on_follower has run already
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::Fence;
-
-    #[test]
-    fn the_fence_refuses_a_term_older_than_the_last_admitted() {
-        let dir = std::env::temp_dir().join(format!("les-fence-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let fence = Fence {
-            path: dir.join("term"),
-        };
-        fence.admit(1, "a:1").unwrap();
-        fence.admit(3, "b:1").unwrap();
-        fence
-            .admit(3, "b:1")
-            .expect("the same leader again is fine");
-        let err = fence.admit(2, "a:1").unwrap_err();
-        assert!(
-            err.contains("term 2 refused") && err.contains("term 3"),
-            "{err}"
-        );
-        let log = std::fs::read_to_string(&fence.path).unwrap();
-        assert_eq!(log, "1 a:1\n3 b:1\n3 b:1\n");
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
 }
