@@ -218,7 +218,7 @@ pub(crate) async fn serve<N: Network>(
 ) {
     loop {
         let stream = tokio::select! {
-            biased;
+           biased;
             _ = cancel.cancelled() => break,
             accepted = net.accept(&listener) => match accepted {
                 Ok(s) => s,
@@ -253,6 +253,7 @@ pub(crate) async fn serve<N: Network>(
             let conn = builder.serve_connection(TokioIo::new(stream), service);
             tokio::pin!(conn);
             tokio::select! {
+                biased;
                 res = conn.as_mut() => {
                     if let Err(e) = res {
                         tracing::trace!(error = %e, "connection ended with an error");

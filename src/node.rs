@@ -502,6 +502,7 @@ async fn health_loop(
 ) {
     loop {
         let result = tokio::select! {
+            biased;
             _ = stop.cancelled() => return,
             r = async {
                 tokio::time::sleep(interval).await;

@@ -177,7 +177,7 @@ impl<N: Network> Protocol<N> {
             // Recomputed after every step: any event may move the core's deadline.
             let wake = self.core.next_deadline().map(|t| self.timebase.instant(t));
             let event = tokio::select! {
-                biased;
+               biased;
                 _ = stop.cancelled() => break,
                 Some(outcome) = ch.results.recv() => self.outcome_event(outcome),
                 Some(addr) = ch.lost.recv() => Event::ConnectionLost { addr },
@@ -404,6 +404,7 @@ impl<N: Network> Protocol<N> {
         let stop = self.requests_stop.clone();
         self.tracker.spawn(async move {
             let outcome = tokio::select! {
+                biased;
                 _ = stop.cancelled() => return,
                 r = client.fetch_state(&addr, &me) => match r {
                     Ok(state) => Outcome::State { from: addr, state },
@@ -420,6 +421,7 @@ impl<N: Network> Protocol<N> {
         let stop = self.requests_stop.clone();
         self.tracker.spawn(async move {
             let reachable = tokio::select! {
+                biased;
                 _ = stop.cancelled() => return,
                 r = client.probe(&via, &target) => r.unwrap_or(false),
             };

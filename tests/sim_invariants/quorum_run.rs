@@ -74,7 +74,23 @@ pub fn execute_quorum(schedule: &Schedule) -> Run {
         let lasted = agreed
             .as_ref()
             .is_some_and(|(_, since)| sim.now() - *since >= STABLE);
-        if lasted || sim.now() >= limit {
+        if lasted {
+            // Sampling sees views once a tick; a node may have changed leader and back
+            // within one (a paused node removed by its peers after the heal, rejoining
+            // as junior). Agreement counts from the last change the trace shows.
+            let last_change = sim
+                .leader_changes()
+                .last()
+                .map(|c| Duration::from_millis(c.at_ms));
+            if let (Some((_, since)), Some(change)) = (agreed.as_mut(), last_change) {
+                if change > *since {
+                    *since = change;
+                    continue;
+                }
+            }
+            break;
+        }
+        if sim.now() >= limit {
             break;
         }
         sim.step();
