@@ -112,6 +112,9 @@ pub struct Core {
     /// Default mode: this node has lost contact with most of the cluster and already
     /// took a new start time for it.
     isolated: bool,
+    /// When this node last resumed from a pause: members not heard from since do not
+    /// count toward its quorum.
+    resumed_at: Option<Duration>,
 }
 
 impl Core {
@@ -163,6 +166,7 @@ impl Core {
             fetch_sent: HashMap::new(),
             quorum,
             isolated: false,
+            resumed_at: None,
         }
     }
 
@@ -282,6 +286,7 @@ impl Core {
         let before = self.fingerprint();
         let leader_before = self.leader.clone();
         self.check_lease(&mut out);
+        self.check_resumed(&mut out);
         match event {
             Event::Tick { wall } => self.on_tick(now, wall, &mut out),
             Event::StateReceived { from, state } => {

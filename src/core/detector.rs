@@ -75,6 +75,23 @@ impl Core {
         }
     }
 
+    /// The same check at the start of every event, not only at ticks: the first thing a
+    /// node resumed from a pause handles may be an answer or a call. In quorum mode it
+    /// then counts as reachable only the members it has heard from since it resumed:
+    /// what it held from before is stale, and its peers have removed it meanwhile.
+    pub(super) fn check_resumed(&mut self, out: &mut Vec<Action>) {
+        let paused = self
+            .last_tick
+            .is_some_and(|last| self.now.saturating_sub(last) > self.cfg.pause_threshold);
+        if paused && !self.leaving {
+            let wall = self.wall_now().max(self.start_time + 1e-6);
+            self.check_pause(self.now, wall, out);
+            self.last_tick = Some(self.now);
+            self.resumed_at = Some(self.now);
+            self.quorum.had_quorum = false;
+        }
+    }
+
     /// Default mode: a node that lost contact (timeouts) with most of the nodes it was
     /// connected to is on the small side of a partition. It takes a new start time once,
     /// so that when the partition heals it joins the larger side as junior instead of

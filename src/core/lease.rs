@@ -104,15 +104,22 @@ impl Core {
         !q.released_now && (self.now >= q.promise_until || q.promised.as_deref() == Some(who))
     }
 
-    /// Nodes that list this node as a member, itself included.
+    /// Nodes that list this node as a member, itself included (after a pause, only
+    /// those heard from since).
     pub(super) fn reach(&self) -> usize {
+        let fresh = |t: Option<Duration>| match (self.resumed_at, t) {
+            (Some(resumed), Some(t)) => t >= resumed,
+            (Some(_), None) => false,
+            (None, _) => true,
+        };
         1 + self
             .members
             .values()
             .filter(|m| {
-                m.state
-                    .as_ref()
-                    .is_some_and(|s| s.members.contains(&self.me))
+                fresh(m.last_contact)
+                    && m.state
+                        .as_ref()
+                        .is_some_and(|s| s.members.contains(&self.me))
             })
             .count()
     }
@@ -355,7 +362,7 @@ impl Core {
     }
 
     /// The wall clock now, estimated from the last tick (epoch seconds).
-    fn wall_now(&self) -> f64 {
+    pub(super) fn wall_now(&self) -> f64 {
         match self.wall_ref {
             Some((at, wall)) => wall + self.now.saturating_sub(at).as_secs_f64(),
             None => self.start_time,

@@ -398,8 +398,11 @@ fn a_restarted_node_is_junior_and_does_not_take_leadership_back() {
     recv(&mut core, ms(1), A, state(&[A, B], Some(A), 10.0, 1));
     fail(&mut core, ms(500), A, Failure::Refused);
     assert_eq!(core.leader(), Some(B));
+    for s in 1..=9 {
+        tick(&mut core, ms(s * 1000)); // B keeps running: no pause
+    }
     core.handle(ms(9000), Event::Announced { addr: A.into() });
-    let out = recv(&mut core, ms(9001), A, state(&[A, B], None, 1009.0, 0));
+    let out = recv(&mut core, ms(9001), A, state(&[A, B], None, 1009.5, 0));
     assert!(changes(&out).is_empty());
     assert_eq!(core.leader(), Some(B));
 }

@@ -352,6 +352,7 @@ fn default_mode_a_node_cut_off_from_most_of_the_cluster_becomes_junior_once() {
     for (i, peer) in [B, C].into_iter().enumerate() {
         let t = secs(1.0 + i as f64 * 0.01);
         fail(&mut a, t, peer, Failure::Timeout);
+        tick(&mut a, t + secs(1.0)); // A keeps running: no pause
         fail(&mut a, t + secs(2.0), peer, Failure::Timeout);
     }
     assert_eq!(a.member_count(), 0);
@@ -361,6 +362,7 @@ fn default_mode_a_node_cut_off_from_most_of_the_cluster_becomes_junior_once() {
     // B alone timing out would not have done it (A keeps the majority).
     let mut a2 = cluster_of_three(A, Some(A));
     fail(&mut a2, secs(1.0), B, Failure::Timeout);
+    tick(&mut a2, secs(2.0));
     fail(&mut a2, secs(3.0), B, Failure::Timeout);
     assert_eq!(a2.member_count(), 1);
     assert_eq!(a2.start_time(), before);
@@ -443,4 +445,31 @@ fn a_follower_whose_last_vote_went_to_a_failed_claim_follows_the_acting_leader()
     recv(&mut b, later, C, state(&[C, B], None, 5.0, voted));
     b.handle(later + ms(1), Event::Wake);
     assert_eq!(b.leader(), None);
+}
+
+#[test]
+fn a_node_resumed_from_a_pause_counts_only_members_heard_from_since() {
+    let cfg = CoreConfig {
+        quorum: 2,
+        lease: LEASE,
+        pause_threshold: Duration::from_secs(3),
+        ..CoreConfig::default()
+    };
+    let mut b = Core::new(cfg, B, 20.0, &seeds(&[A, B, C]), 7);
+    tick(&mut b, ms(0));
+    recv(&mut b, ms(1), A, state(&[A, B, C], None, 10.0, 0));
+    recv(&mut b, ms(2), C, state(&[C, A, B], None, 30.0, 0));
+    assert_eq!(b.reach(), 3);
+    // Frozen from 0 s to 8 s; the first thing it handles is a (stale) answer from C.
+    let out = recv(&mut b, secs(8.0), C, state(&[C, A, B], None, 30.0, 0));
+    assert!(
+        out.iter()
+            .any(|a| matches!(a, Action::StartTimeChanged { .. })),
+        "the pause is noticed at the first event, not the next tick: {out:?}"
+    );
+    assert_eq!(
+        b.reach(),
+        2,
+        "B itself and C, heard from since it resumed; not A"
+    );
 }
