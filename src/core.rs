@@ -134,9 +134,7 @@ impl Core {
         if cfg.quorum >= 2 {
             // A node that has just started may have promised a leader in its previous
             // life: it names nobody until any such promise has run out.
-            quorum.promise_until = cfg
-                .lease
-                .mul_f64((1.0 + CLOCK_RATE_BOUND) / (1.0 - CLOCK_RATE_BOUND));
+            quorum.promise_until = lease::promise_for(cfg.lease);
         }
         Core {
             cfg,

@@ -39,6 +39,11 @@ use crate::wire::LeaseInfo;
 /// `d × (1 + ρ)`. Wall-clock offsets do not matter; only rates do.
 pub const CLOCK_RATE_BOUND: f64 = 0.05;
 
+/// How long a vote served under `lease` binds its voter (see the module docs).
+pub(super) fn promise_for(lease: Duration) -> Duration {
+    lease.mul_f64((1.0 + CLOCK_RATE_BOUND) / (1.0 - CLOCK_RATE_BOUND))
+}
+
 /// A claim whose term lags the wall clock's seconds by more than this is renewed.
 const CLAIM_MAX_AGE_SECS: u64 = 2;
 
@@ -75,9 +80,7 @@ impl Core {
     /// How long a served vote binds this node: the lease, stretched by the clock-rate
     /// bound on both clocks.
     pub(super) fn promise_len(&self) -> Duration {
-        self.cfg
-            .lease
-            .mul_f64((1.0 + CLOCK_RATE_BOUND) / (1.0 - CLOCK_RATE_BOUND))
+        promise_for(self.cfg.lease)
     }
 
     /// A state naming `to` was served to `to` at `at`.

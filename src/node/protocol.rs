@@ -274,12 +274,8 @@ impl<N: Network> Protocol<N> {
             }
             Outcome::Failed { addr, error } => {
                 let failure = error.failure();
-                // A leaving node answers 503 on purpose: expected, not worth a warning.
-                let leaving = matches!(
-                    error,
-                    ContactError::Status(hyper::StatusCode::SERVICE_UNAVAILABLE)
-                );
-                if failure == Failure::BadResponse && !leaving {
+                // A leaving node's 503 is `Failure::Leaving`: expected, not worth a warning.
+                if failure == Failure::BadResponse {
                     if self.warned.len() < 1024 && self.warned.insert(addr.clone()) {
                         tracing::warn!(peer = %addr, error = %error, "peer sent an unusable answer");
                     }
