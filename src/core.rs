@@ -241,6 +241,7 @@ impl Core {
             leaving: self.leaving,
             name: self.cfg.name.clone(),
             version: Some(concat!("les/", env!("CARGO_PKG_VERSION")).to_string()),
+            cluster: self.cfg.cluster.clone(),
         }
     }
 

@@ -21,6 +21,7 @@ fn state(members: &[&str], leader: Option<&str>, start_time: f64, term: u64) -> 
         leaving: false,
         name: None,
         version: None,
+        cluster: None,
     }
 }
 
