@@ -230,13 +230,14 @@ impl<'a> Target<'a> {
 }
 
 /// Serve one request that came in on `listener` from `peer`: refuse a body, check the
-/// request's cluster and tag unless it is open, route it, tag the answer.
+/// request's cluster and tag unless it is open, route it, tag the answer. Also says
+/// whether the request came from a peer (see [`from_peer`]).
 pub(crate) async fn handle<N: Network>(
     api: &Api<N>,
     req: &Request<Incoming>,
     peer: SocketAddr,
     listener: Listener,
-) -> Resp {
+) -> (Resp, bool) {
     let method = req.method();
     let path = req.uri().path();
     let target = Target::parse(method, path);
@@ -261,12 +262,20 @@ pub(crate) async fn handle<N: Network>(
         let verified = match verdict {
             Ok(v) => v,
             Err(_) if target.is_open() => Verified::Unsigned,
-            Err(why) => return api.refuse(why, peer, method, path),
+            Err(why) => return (api.refuse(why, peer, method, path), false),
         };
+        let trusted = from_peer(&api.auth, &verified);
         let answer = route(api, target, listener).await;
-        return api.finish(answer, &verified);
+        return (api.finish(answer, &verified), trusted);
     };
-    api.finish(answer, &Verified::Unsigned)
+    (api.finish(answer, &Verified::Unsigned), false)
+}
+
+/// Whether a request that passed as `verified` shows its connection is a peer's, which
+/// the connection cap then keeps over silent ones: with a key only a signed request
+/// does; without one any request does (anyone may be a peer then).
+fn from_peer(auth: &Auth, verified: &Verified) -> bool {
+    matches!(verified, Verified::Signed { .. }) || auth.settings().keyring.is_none()
 }
 
 impl<N: Network> Api<N> {

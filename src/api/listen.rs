@@ -2,10 +2,12 @@
 //! its memory or its peers.
 //!
 //! - **A cap** on open connections (`max_connections`). When it is reached, the oldest
-//!   connection that has not yet sent a request is closed to make room; only if every
-//!   open connection has proven itself is the new one closed. A flood of idle
-//!   connections thus cannot lock peers out: a peer's connection sends its request at
-//!   once and is never the oldest unproven one for long.
+//!   connection that has not yet proven to be a peer's is closed to make room; only if
+//!   every open connection has proven itself is the new one closed. A connection proves
+//!   itself with a request that passed its checks, and with a key only a signed request
+//!   counts, so an outsider's connections (idle, half-sent or asking `/ping`) are
+//!   always the first to go. A peer's connection sends its request at once and is never
+//!   the oldest unproven one for long.
 //! - **Silent connections are cheap.** Until a connection's first byte arrives it is
 //!   only a socket and a task waiting on it, with no HTTP buffers (hyper allocates
 //!   those per connection); it must send a complete first request within
@@ -187,11 +189,14 @@ async fn connection<N: Network>(
     }
     let slot = guard.slot.clone();
     let service = service_fn(move |req: Request<Incoming>| {
-        slot.proven.store(true, Ordering::Relaxed);
         let api = api.clone();
+        let slot = slot.clone();
         async move {
             api.gate.passed().await;
-            let resp = handle(&api, &req, peer, kind).await;
+            let (resp, from_peer) = handle(&api, &req, peer, kind).await;
+            if from_peer {
+                slot.proven.store(true, Ordering::Relaxed);
+            }
             Metrics::add(&api.metrics.requests_served, 1);
             Metrics::add(
                 &api.metrics.bytes_served,
@@ -211,13 +216,15 @@ async fn connection<N: Network>(
     });
     let conn = builder.serve_connection(io, service);
     tokio::pin!(conn);
+    // Past the first-request deadline only eviction ends a connection early; a
+    // connection that has not proven itself by then is closed.
     let unproven = async {
         tokio::select! {
             _ = tokio::time::sleep_until(deadline) => {}
-            _ = guard.slot.evict.cancelled() => {}
+            _ = guard.slot.evict.cancelled() => return,
         }
         if guard.slot.proven.load(Ordering::Relaxed) {
-            std::future::pending::<()>().await;
+            guard.slot.evict.cancelled().await;
         }
     };
     tokio::select! {
