@@ -63,7 +63,8 @@ use rand::SeedableRng;
 use crate::wire::{Diag, MemberInfo, PeerState};
 use lease::QuorumState;
 pub use lease::CLOCK_RATE_BOUND;
-use membership::{Member, Tombstone};
+use membership::{AnnounceLimit, Member, Tombstone};
+pub use membership::{ANNOUNCE_BURST, ANNOUNCE_REFILL_PER_SEC, MAX_ANNOUNCE_FETCHES};
 pub use types::{Action, CoreConfig, Event, Failure, LeaderChange, RemoveReason};
 
 /// The membership and election state machine of one node. See the module docs.
@@ -115,6 +116,8 @@ pub struct Core {
     /// When this node last resumed from a pause: members not heard from since do not
     /// count toward its quorum.
     resumed_at: Option<Duration>,
+    /// Bounds on fetching back callers that are not members (see `membership`).
+    announce: AnnounceLimit,
 }
 
 impl Core {
@@ -165,6 +168,7 @@ impl Core {
             quorum,
             isolated: false,
             resumed_at: None,
+            announce: AnnounceLimit::default(),
         }
     }
 
@@ -214,6 +218,13 @@ impl Core {
         } else {
             None
         }
+    }
+
+    /// Announcements by non-members dropped so far because fetching them back would have
+    /// exceeded [`MAX_ANNOUNCE_FETCHES`] or the [`ANNOUNCE_BURST`] /
+    /// [`ANNOUNCE_REFILL_PER_SEC`] rate (for `/metrics`).
+    pub fn announces_dropped(&self) -> u64 {
+        self.announce.dropped
     }
 
     /// Whether `addr` is a member.
