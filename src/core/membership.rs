@@ -43,20 +43,23 @@ const MAX_JOIN_FETCHES: usize = 64;
 /// Most fetch-backs of announced non-members (callers of `GET /state/{addr}` that are
 /// not members) outstanding at once. Anyone can announce any address, so without a
 /// bound an outsider could make this node open connections to as many addresses as it
-/// likes. A real join needs one fetch-back per joining node, answered within a round
-/// trip; 16 joins in flight at once is far more than a cluster sees outside a cold
-/// start, and a caller whose announcement is dropped is not lost: it announces again
-/// at its next round, and it also reaches us through members' lists.
-pub const MAX_ANNOUNCE_FETCHES: usize = 16;
+/// likes. A real join costs one fetch-back per joining node, answered within a round
+/// trip. 64, the same as `MAX_JOIN_FETCHES` for addresses learned from lists, lets a
+/// cold start of 65 nodes, each announcing itself to every other at once, go through
+/// without a drop (the simulator's 50-node scenario does exactly that); outside a cold
+/// start a cluster sees a join or two at a time. A caller whose announcement is dropped
+/// is not lost: it announces again at its next round, and members' lists name it too.
+pub const MAX_ANNOUNCE_FETCHES: usize = 64;
 
 /// Burst of the token bucket that rate-limits fetch-backs of announced non-members:
-/// this many may start at once after a quiet spell. A node's start costs each peer
-/// one fetch-back, so 16 covers a cold start of a 17-node cluster without a drop.
-pub const ANNOUNCE_BURST: f64 = 16.0;
+/// this many may start at once after a quiet spell (sized like
+/// [`MAX_ANNOUNCE_FETCHES`], for the same cold start).
+pub const ANNOUNCE_BURST: f64 = 64.0;
 
-/// Refill rate of that bucket, in fetch-backs per second (of the core's monotonic
-/// time). Sustained, 8 new nodes a second is far above any real cluster's joins, while
-/// it caps the connections an outsider can direct at third parties through this node.
+/// Refill rate of that bucket, in fetch-backs per second of the core's monotonic time.
+/// Sustained, 8 new nodes a second, every second, is far above any real cluster's
+/// joins (each node's start costs a peer one fetch-back), while it caps the connections
+/// an outsider can direct at third parties through this node at 8 a second.
 pub const ANNOUNCE_REFILL_PER_SEC: f64 = 8.0;
 
 /// Bounds on fetching back announced non-members, and what they dropped.
