@@ -774,4 +774,5 @@ fn nodes_with_the_same_member_list_contact_different_members() {
     );
 }
 
+mod hostile;
 mod quorum;
