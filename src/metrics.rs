@@ -36,6 +36,10 @@ pub struct Metrics {
     pub connections_open: AtomicU64,
     /// Connections closed at once because the cap was reached.
     pub connections_shed: AtomicU64,
+    /// Announcements of unknown addresses not fetched back (over the core's bounds).
+    pub announces_dropped: AtomicU64,
+    /// Peer states refused for a term no real history can produce.
+    pub terms_rejected: AtomicU64,
 }
 
 /// A point-in-time copy of [`Metrics`].
@@ -54,6 +58,8 @@ pub struct MetricsSnapshot {
     pub requests_refused: u64,
     pub connections_open: u64,
     pub connections_shed: u64,
+    pub announces_dropped: u64,
+    pub terms_rejected: u64,
 }
 
 impl Metrics {
@@ -88,6 +94,8 @@ impl Metrics {
             requests_refused: self.refused.iter().map(g).sum(),
             connections_open: g(&self.connections_open),
             connections_shed: g(&self.connections_shed),
+            announces_dropped: g(&self.announces_dropped),
+            terms_rejected: g(&self.terms_rejected),
         }
     }
 
@@ -95,7 +103,7 @@ impl Metrics {
     pub fn render(&self) -> String {
         let s = self.snapshot();
         let mut out = String::new();
-        let rows: [(&str, &str, &str, u64); 11] = [
+        let rows: [(&str, &str, &str, u64); 13] = [
             (
                 "les_requests_sent_total",
                 "counter",
@@ -156,6 +164,18 @@ impl Metrics {
                 "counter",
                 "Connections closed at once because the connection cap was reached.",
                 s.connections_shed,
+            ),
+            (
+                "les_announces_dropped_total",
+                "counter",
+                "Announcements of unknown addresses not fetched back (rate and count bounds).",
+                s.announces_dropped,
+            ),
+            (
+                "les_terms_rejected_total",
+                "counter",
+                "Peer states refused for a term more than a day ahead of the wall clock.",
+                s.terms_rejected,
             ),
         ];
         for (name, kind, help, value) in rows {

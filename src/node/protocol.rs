@@ -349,6 +349,11 @@ impl<N: Network> Protocol<N> {
         Metrics::set(&self.metrics.members, self.core.member_count() as u64);
         Metrics::set(&self.metrics.term, self.core.term());
         Metrics::set(
+            &self.metrics.announces_dropped,
+            self.core.announces_dropped(),
+        );
+        Metrics::set(&self.metrics.terms_rejected, self.core.terms_rejected());
+        Metrics::set(
             &self.metrics.is_leader,
             u64::from(self.core.leader() == Some(self.me.as_str())),
         );
