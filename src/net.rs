@@ -35,6 +35,35 @@ pub trait Network: Clone + Send + Sync + 'static {
     fn connect(&self, addr: String) -> impl Future<Output = io::Result<Self::Stream>> + Send;
 }
 
+/// `impl AsyncWrite` for a wrapper `$t<S>` whose field `inner: S` does the writing
+/// (the wrappers that watch or pre-read a stream only change reading).
+macro_rules! forward_async_write {
+    ($t:ident) => {
+        impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for $t<S> {
+            fn poll_write(
+                self: std::pin::Pin<&mut Self>,
+                cx: &mut std::task::Context<'_>,
+                buf: &[u8],
+            ) -> std::task::Poll<std::io::Result<usize>> {
+                std::pin::Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+            }
+            fn poll_flush(
+                self: std::pin::Pin<&mut Self>,
+                cx: &mut std::task::Context<'_>,
+            ) -> std::task::Poll<std::io::Result<()>> {
+                std::pin::Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+            }
+            fn poll_shutdown(
+                self: std::pin::Pin<&mut Self>,
+                cx: &mut std::task::Context<'_>,
+            ) -> std::task::Poll<std::io::Result<()>> {
+                std::pin::Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+            }
+        }
+    };
+}
+pub(crate) use forward_async_write;
+
 /// The real network, through tokio.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct TokioNetwork;
