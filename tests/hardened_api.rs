@@ -1,0 +1,186 @@
+//! The API's limits, with and without a key, on a real node in-process (loopback):
+//! which requests are open, what a refusal looks like and where it is counted, probes
+//! only of members, no request bodies, the admin listener, and silent connections cut.
+
+use std::time::Duration;
+
+use les::auth::{Auth, Key, Keyring, Settings, AUTH_HEADER};
+use les::config::Config;
+use les::node::{Node, NodeHandle};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// Send a raw HTTP/1.1 request (extra header lines in `headers`) and return the answer.
+async fn raw(addr: &str, request_line: &str, headers: &str) -> String {
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    let req =
+        format!("{request_line} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{headers}\r\n");
+    s.write_all(req.as_bytes()).await.expect("write");
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out))
+        .await
+        .expect("answer in time")
+        .expect("read");
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn status(answer: &str) -> u16 {
+    answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+fn free_addr() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").to_string()
+}
+
+async fn node(auth: Settings, admin: Option<String>) -> NodeHandle {
+    let addr = free_addr();
+    let mut cfg = Config::new(&addr, vec![addr.clone()]);
+    cfg.bind = addr.parse().expect("socket addr");
+    cfg.interval = Duration::from_millis(100);
+    cfg.admin_bind = admin.map(|a| a.parse().expect("admin addr"));
+    Node::builder(cfg)
+        .auth(auth)
+        .start()
+        .await
+        .expect("node starts")
+}
+
+fn keyed(key: &Key) -> Settings {
+    Settings {
+        keyring: Keyring::new(vec![key.clone()]),
+        accept_unsigned: false,
+    }
+}
+
+/// A listener that counts the connections it gets.
+async fn bait() -> (String, tokio::task::JoinHandle<usize>) {
+    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = l.local_addr().expect("addr").to_string();
+    let counter = tokio::spawn(async move {
+        let mut n = 0;
+        while let Ok(Ok(_)) = tokio::time::timeout(Duration::from_millis(1500), l.accept()).await {
+            n += 1;
+        }
+        n
+    });
+    (addr, counter)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keyed_node_serves_reads_to_anyone_and_refuses_the_rest() {
+    let key = Key::generate().unwrap();
+    let n = node(keyed(&key), None).await;
+    let a = n.addr().to_string();
+    for open in ["GET /ping", "GET /state", "GET /diag/", "GET /metrics"] {
+        assert_eq!(status(&raw(&a, open, "").await), 200, "{open}");
+    }
+    let (target, contacts) = bait().await;
+    for closed in [
+        format!("GET /state/{target}"),
+        format!("POST /leave/{target}"),
+        format!("GET /probe/{target}"),
+    ] {
+        let answer = raw(&a, &closed, "").await;
+        assert_eq!(status(&answer), 401, "{closed}: {answer}");
+        assert!(answer.contains("no signature"), "{answer}");
+        let forged = raw(&a, &closed, &format!("{AUTH_HEADER}: v1 ts=1 nonce=AAAAAAAAAAAAAAAAAAAAAA tag=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA\r\n")).await;
+        assert_eq!(status(&forged), 401, "{closed}: {forged}");
+    }
+    assert_eq!(
+        contacts.await.unwrap(),
+        0,
+        "a refused request contacted no one"
+    );
+    let metrics = raw(&a, "GET /metrics", "").await;
+    assert!(
+        metrics.contains("les_requests_refused_total{reason=\"unsigned\"} 3"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("les_requests_refused_total{reason=\"forged\"} 3"));
+    assert_eq!(n.diag().await.unwrap().state.members, vec![a.clone()]);
+
+    // A valid tag gets through once; the same request again is a replay.
+    let signer = Auth::new("", keyed(&key));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let path = format!("/probe/{a}");
+    let tag = signer.sign_request("GET", &path, now).unwrap();
+    let header = format!("{AUTH_HEADER}: {}\r\n", tag.header);
+    let first = raw(&a, &format!("GET {path}"), &header).await;
+    assert_ne!(status(&first), 401, "{first}");
+    assert!(
+        first.to_lowercase().contains(AUTH_HEADER),
+        "the answer is tagged"
+    );
+    let again = raw(&a, &format!("GET {path}"), &header).await;
+    assert_eq!(status(&again), 401);
+    assert!(again.contains("replayed"), "{again}");
+    n.leave().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_key_probes_reach_only_members_and_bodies_are_refused() {
+    let n = node(Settings::default(), None).await;
+    let a = n.addr().to_string();
+    let (stranger, contacts) = bait().await;
+    let answer = raw(&a, &format!("GET /probe/{stranger}"), "").await;
+    assert_eq!(status(&answer), 403, "{answer}");
+    assert_eq!(contacts.await.unwrap(), 0, "no connection to a non-member");
+    let body = raw(&a, "GET /ping", "Content-Length: 5\r\n\r\nhello").await;
+    assert_eq!(status(&body), 413, "{body}");
+    // Another cluster's request is refused even unkeyed.
+    let other = raw(
+        &a,
+        &format!("GET /state/{stranger}"),
+        "X-Les-Cluster: dev\r\n",
+    )
+    .await;
+    assert_eq!(status(&other), 403, "{other}");
+    assert!(other.contains("cluster"));
+    n.leave().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_listener_takes_diag_and_metrics() {
+    let admin = free_addr();
+    let n = node(Settings::default(), Some(admin.clone())).await;
+    let a = n.addr().to_string();
+    assert_eq!(n.admin_addr().map(|s| s.to_string()), Some(admin.clone()));
+    for path in ["GET /diag/", "GET /metrics", "GET /ping"] {
+        assert_eq!(status(&raw(&admin, path, "").await), 200, "{path}");
+    }
+    assert_eq!(status(&raw(&a, "GET /diag/", "").await), 404);
+    assert_eq!(status(&raw(&a, "GET /metrics", "").await), 404);
+    assert_eq!(status(&raw(&a, "GET /ping", "").await), 200);
+    // The admin listener serves nothing that changes state.
+    assert_eq!(
+        status(&raw(&admin, &format!("GET /state/{a}"), "").await),
+        404
+    );
+    n.leave().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_connection_is_closed_after_the_first_request_deadline() {
+    let n = node(Settings::default(), None).await;
+    let mut silent = TcpStream::connect(n.addr()).await.expect("connect");
+    let mut half = TcpStream::connect(n.addr()).await.expect("connect");
+    half.write_all(b"GET /sta").await.expect("write");
+    let limit = les::api::FIRST_REQUEST_TIMEOUT + Duration::from_secs(2);
+    for s in [&mut silent, &mut half] {
+        let mut buf = [0u8; 64];
+        let read = tokio::time::timeout(limit, s.read(&mut buf)).await;
+        assert!(
+            matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+            "closed by the node: {read:?}"
+        );
+    }
+    n.leave().await;
+}
