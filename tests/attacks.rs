@@ -29,6 +29,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::{agreed_leader, diag, free_ports, wait_for, Proc};
+use les::api::FIRST_REQUEST_TIMEOUT;
 use les::auth::{Auth, Key, Keyring, Settings};
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -923,7 +924,8 @@ fn rss_kib(pid: i32) -> u64 {
 }
 
 /// Open `n` connections to `addr` and keep them open: each is reopened a second after
-/// the node closes it. One in ten sends half a request line and stops.
+/// the node closes it. With `half_sent`, one in ten sends half a request line and
+/// stops.
 struct Flood {
     open: Arc<AtomicUsize>,
     peak: Arc<AtomicUsize>,
@@ -933,7 +935,7 @@ struct Flood {
 }
 
 impl Flood {
-    fn start(addr: &str, n: usize) -> Flood {
+    fn start(addr: &str, n: usize, half_sent: bool) -> Flood {
         let open = Arc::new(AtomicUsize::new(0));
         let peak = Arc::new(AtomicUsize::new(0));
         let reopened = Arc::new(AtomicUsize::new(0));
@@ -967,7 +969,7 @@ impl Flood {
                             let Ok(Ok(mut stream)) = conn else { continue };
                             let now_open = o.fetch_add(1, Ordering::Relaxed) + 1;
                             pk.fetch_max(now_open, Ordering::Relaxed);
-                            if i % 10 == 0 {
+                            if half_sent && i % 10 == 0 {
                                 let _ = stream.write_all(b"GET /sta").await;
                             }
                             let mut buf = [0u8; 256];
@@ -1044,64 +1046,85 @@ fn a_connection_flood_on_a_follower_neither_moves_the_leader_nor_blocks_failover
     let flooded_pid = c.procs[1].pid();
     let before = views(&addrs);
     let rss_before = rss_kib(flooded_pid);
+    println!("flood: flooded node RSS {rss_before} KiB before any flood");
 
-    let flood = Flood::start(&flooded, conns);
-    let ramp = Instant::now();
-    while flood.peak.load(Ordering::Relaxed) < conns * 9 / 10 && ramp.elapsed() < WAIT {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    println!(
-        "flood: peak {} open after {:.1?}",
-        flood.peak.load(Ordering::Relaxed),
-        ramp.elapsed()
-    );
-    // Hold through a first-request timeout (3 s), checking as we go.
+    // Phase 1: idle connections only; phase 2: one in ten half-sent, and the leader
+    // killed while it goes on.
     let mut rss_max = 0;
-    let hold = Instant::now();
-    while hold.elapsed() < Duration::from_secs(4) {
-        assert_unchanged(&addrs, &before, "holding a connection flood");
+    let mut failover = None;
+    for half_sent in [false, true] {
+        let phase = if half_sent {
+            "idle + half-sent"
+        } else {
+            "idle only"
+        };
+        let flood = Flood::start(&flooded, conns, half_sent);
+        let ramp = Instant::now();
+        // The node holds at most --max-connections (1024) at once, so client-side
+        // "open" peaks near that: wait for it, briefly.
+        while flood.peak.load(Ordering::Relaxed) < 1000 && ramp.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // Hold through a first-request timeout (3 s), checking as we go.
+        let mut rss_phase = 0;
+        let hold = Instant::now();
+        while hold.elapsed() < Duration::from_secs(4) {
+            assert_unchanged(
+                &addrs,
+                &before,
+                &format!("holding a connection flood ({phase})"),
+            );
+            rss_phase = rss_phase.max(rss_kib(flooded_pid));
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        let m = metrics(&flooded);
+        println!(
+            "flood ({phase}): client-side peak {} open, {} now, {} reopened; node: les_connections_open {}, les_connections_shed_total {}; RSS max {rss_phase} KiB",
+            flood.peak.load(Ordering::Relaxed),
+            flood.open(),
+            flood.reopened.load(Ordering::Relaxed),
+            metric(&m, "les_connections_open"),
+            metric(&m, "les_connections_shed_total"),
+        );
+        rss_max = rss_max.max(rss_phase);
+        if !half_sent {
+            continue;
+        }
+        // SIGKILL the leader while the flood goes on.
+        let killed = Instant::now();
+        c.procs[0].signal(libc::SIGKILL);
+        c.procs[0].wait_exit(WAIT).expect("killed leader exits");
+        let survivors = addrs[1..].to_vec();
+        let next = wait_for("failover under the flood", WAIT, || {
+            agreed_leader(&survivors)
+        });
+        let took = killed.elapsed();
         rss_max = rss_max.max(rss_kib(flooded_pid));
-        std::thread::sleep(Duration::from_millis(300));
+        println!(
+            "flood: failover to {next} in {took:.2?} after SIGKILL of the leader (flood open: {})",
+            flood.open()
+        );
+        assert_eq!(
+            next, flooded,
+            "the next most senior (the flooded node) leads"
+        );
+        failover = Some(took);
     }
-    let m = metrics(&flooded);
+    std::thread::sleep(FIRST_REQUEST_TIMEOUT + Duration::from_millis(500));
+    let rss_after = rss_kib(flooded_pid);
     println!(
-        "flood: {} open client-side, {} reopened; node: les_connections_open {}, les_connections_shed_total {}",
-        flood.open(),
-        flood.reopened.load(Ordering::Relaxed),
-        metric(&m, "les_connections_open"),
-        metric(&m, "les_connections_shed_total"),
+        "flood: flooded node RSS {rss_before} KiB before, {rss_max} KiB max under flood, {rss_after} KiB {FIRST_REQUEST_TIMEOUT:?} after it ended"
     );
-
-    // SIGKILL the leader while the flood goes on.
-    let killed = Instant::now();
-    c.procs[0].signal(libc::SIGKILL);
-    c.procs[0].wait_exit(WAIT).expect("killed leader exits");
-    let survivors = addrs[1..].to_vec();
-    let next = wait_for("failover under the flood", WAIT, || {
-        agreed_leader(&survivors)
-    });
-    let failover = killed.elapsed();
-    rss_max = rss_max.max(rss_kib(flooded_pid));
-    println!(
-        "flood: failover to {next} in {failover:.2?} after SIGKILL of the leader (flood open: {})",
-        flood.open()
-    );
-    println!(
-        "flood: flooded node RSS {} KiB before, {} KiB max under flood",
-        rss_before, rss_max
-    );
-    drop(flood);
-    assert_eq!(
-        next, flooded,
-        "the next most senior (the flooded node) leads"
-    );
+    let failover = failover.expect("failover measured");
     assert!(
         failover < Duration::from_secs(10),
         "failover under flood took {failover:?}"
     );
+    // DEFECT (reported to the main session, not weakened): on the debug build this
+    // measures about 17 MiB (11.4 MiB idle), over the 16 MiB budget.
     assert!(
         rss_max < 16 * 1024,
-        "flooded node RSS {rss_max} KiB, over 16 MiB"
+        "DEFECT: flooded node RSS {rss_max} KiB, over 16 MiB (before the flood: {rss_before} KiB)"
     );
     println!("flood: {:.1?}", t_start.elapsed());
 }
