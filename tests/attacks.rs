@@ -745,6 +745,19 @@ fn key_rotation_on_a_running_cluster_changes_no_leader() {
     let before = views(&addrs);
     let refused0: Vec<u64> = addrs.iter().map(|a| refused_all(a)).collect();
 
+    // A botched edit first: an unreadable key file on SIGHUP keeps the current keyring.
+    write_secret(&files[2], "not a key\n");
+    c.procs[2].signal(libc::SIGHUP);
+    std::thread::sleep(Duration::from_secs(1));
+    assert_unchanged(&addrs, &before, "a SIGHUP with a broken key file");
+    let log = read_log(&c.dir, c.ports[2]);
+    assert!(
+        log.contains("cannot reload the keyring"),
+        "no error logged for a broken key file; the log:\n{log}"
+    );
+    assert_eq!(agreed_leader(&addrs).as_deref(), Some(addrs[0].as_str()));
+    write_secret(&files[2], &key_file_text(&[&k1])); // re-read at the next SIGHUP
+
     let steps: [(&str, Vec<&Key>); 3] = [
         ("add K2", vec![&k1, &k2]),
         ("make K2 first", vec![&k2, &k1]),
@@ -879,6 +892,14 @@ fn rolling_a_key_out_through_config_files_changes_no_leader() {
             "unsigned request after step {step}: {r:?}"
         );
     }
+    // The literal `GET /state/x`: not an address, so answered 400 before any
+    // authentication (it changes nothing either way). Printed, not asserted.
+    let r = http("127.0.0.9", &addrs[1], "GET", "/state/x", &[]);
+    println!(
+        "rollout: unsigned GET /state/x (not an address): HTTP {}",
+        r.status
+    );
+    assert_ne!(r.status, 200, "{r:?}");
     assert_eq!(refused(&addrs[1], "unsigned"), refused0[1] + 1);
     for (i, a) in addrs.iter().enumerate() {
         let log = read_log(&c.dir, ports[i]);
