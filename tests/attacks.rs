@@ -14,7 +14,8 @@
 //! otherwise starve the other clusters of CPU on a small machine.
 //!
 //! Measured numbers (flood RSS, failover time under flood, leader changes during key
-//! rotation) are printed: run with `cargo test --test attacks -- --nocapture`.
+//! rotation) are printed: run with `cargo test --test attacks -- --nocapture`. Set
+//! `LES_ATTACKS_BIN` to run another `les` binary (a release build, for its memory).
 
 mod common;
 
@@ -126,11 +127,17 @@ fn log_path(dir: &TempDir, port: u16) -> PathBuf {
     dir.path(&format!("{port}.log"))
 }
 
+/// The `les` binary: this build's, or `LES_ATTACKS_BIN` (to measure a release build's
+/// memory under the flood, say).
+fn les_bin() -> String {
+    std::env::var("LES_ATTACKS_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_les").to_string())
+}
+
 /// Start `les` with `args`, its log (stderr) in the temp dir.
 fn spawn_les(dir: &TempDir, port: u16, args: &[String]) -> Proc {
     Proc::spawn_logged(
         &format!("127.0.0.1:{port}"),
-        Command::new(env!("CARGO_BIN_EXE_les")).args(args),
+        Command::new(les_bin()).args(args),
         &log_path(dir, port),
     )
 }
@@ -1079,6 +1086,7 @@ fn a_connection_flood_on_a_follower_neither_moves_the_leader_nor_blocks_failover
         } else {
             "idle only"
         };
+        let failed0 = metric(&metrics(&addrs[2]), "les_requests_failed_total");
         let flood = Flood::start(&flooded, conns, half_sent);
         let ramp = Instant::now();
         // The node holds at most --max-connections (1024) at once, so client-side
@@ -1108,6 +1116,11 @@ fn a_connection_flood_on_a_follower_neither_moves_the_leader_nor_blocks_failover
             metric(&m, "les_connections_shed_total"),
         );
         rss_max = rss_max.max(rss_phase);
+        let failed = metric(&metrics(&addrs[2]), "les_requests_failed_total") - failed0;
+        println!(
+            "flood ({phase}): {failed} request(s) from {} failed meanwhile",
+            addrs[2]
+        );
         if !half_sent {
             continue;
         }
@@ -1136,6 +1149,7 @@ fn a_connection_flood_on_a_follower_neither_moves_the_leader_nor_blocks_failover
     println!(
         "flood: flooded node RSS {rss_before} KiB before, {rss_max} KiB max under flood, {rss_after} KiB {FIRST_REQUEST_TIMEOUT:?} after it ended"
     );
+    println!("flood: {:.1?}", t_start.elapsed());
     let failover = failover.expect("failover measured");
     assert!(
         failover < Duration::from_secs(10),
@@ -1147,5 +1161,4 @@ fn a_connection_flood_on_a_follower_neither_moves_the_leader_nor_blocks_failover
         rss_max < 16 * 1024,
         "DEFECT: flooded node RSS {rss_max} KiB, over 16 MiB (before the flood: {rss_before} KiB)"
     );
-    println!("flood: {:.1?}", t_start.elapsed());
 }
