@@ -595,6 +595,11 @@ fn keyed_cluster_refuses_fake_seniors_forged_leaves_probes_replays_and_wrong_key
     std::thread::sleep(rest);
     assert_not_member(&addrs, &outsider);
     let own = members_of(&outsider);
+    // Alone, it leads itself (no quorum mode): its on_leader hook would run.
+    println!(
+        "wrong-key node: leader it names for itself: {:?}",
+        diag(&outsider).map(|d| d.state.leader)
+    );
     assert_eq!(
         own,
         vec![outsider.clone()],
@@ -688,7 +693,11 @@ fn unkeyed_cluster_checks_leaves_refuses_probes_and_other_clusters() {
         let c0 = refused(node, "cluster");
         let r = http(src, node, "POST", &path, &[]);
         assert_eq!(r.status, 403, "leave without the cluster name: {r:?}");
-        assert_eq!(refused(node, "cluster"), c0 + 1);
+        // At least: the outsiders of case 6 are being refused meanwhile too.
+        assert!(
+            refused(node, "cluster") > c0,
+            "cluster refusal counted on {node}"
+        );
     }
     let watch = Instant::now();
     while watch.elapsed() < Duration::from_secs(5) {
@@ -862,7 +871,8 @@ fn rolling_a_key_out_through_config_files_changes_no_leader() {
         vec!["--config".to_string(), cf[i].display().to_string()]
     });
     let before = views(&addrs);
-    let refused0: Vec<u64> = addrs.iter().map(|a| refused_all(a)).collect();
+    let mut refused0: Vec<u64> = addrs.iter().map(|a| refused_all(a)).collect();
+    let unsigned0 = refused(&addrs[1], "unsigned");
     let key_file = c.dir.path("key");
     write_secret(&key_file, &key_file_text(&[&new_key()]));
 
@@ -898,6 +908,18 @@ fn rolling_a_key_out_through_config_files_changes_no_leader() {
             r.status, expected,
             "unsigned request after step {step}: {r:?}"
         );
+        refused0[1] += u64::from(!accept_unsigned);
+        // accept_unsigned lets unsigned requests through, not wrong tags.
+        let tag = sign(&new_key(), "", "GET", &path, now_secs());
+        let r = http(
+            "127.0.0.8",
+            &addrs[1],
+            "GET",
+            &path,
+            &[("x-les-auth", &tag)],
+        );
+        assert_eq!(r.status, 401, "wrong-key request after step {step}: {r:?}");
+        refused0[1] += 1;
     }
     // The literal `GET /state/x`: not an address, so answered 400 before any
     // authentication (it changes nothing either way). Printed, not asserted.
@@ -907,7 +929,7 @@ fn rolling_a_key_out_through_config_files_changes_no_leader() {
         r.status
     );
     assert_ne!(r.status, 200, "{r:?}");
-    assert_eq!(refused(&addrs[1], "unsigned"), refused0[1] + 1);
+    assert_eq!(refused(&addrs[1], "unsigned"), unsigned0 + 1);
     for (i, a) in addrs.iter().enumerate() {
         let log = read_log(&c.dir, ports[i]);
         let reloads = log
@@ -1155,8 +1177,11 @@ fn a_connection_flood_on_a_follower_neither_moves_the_leader_nor_blocks_failover
         failover < Duration::from_secs(10),
         "failover under flood took {failover:?}"
     );
-    // DEFECT (reported to the main session, not weakened): on the debug build this
-    // measures about 17 MiB (11.4 MiB idle), over the 16 MiB budget.
+    // DEFECT (reported to the main session, not weakened): with the debug binary
+    // `cargo test` builds, this measures 16.3-17.2 MiB (11.2-11.4 MiB idle), over the
+    // 16 MiB budget. A release binary (LES_ATTACKS_BIN=target/release/les) measured
+    // 10.7 MiB (5.4 MiB idle) and passes. Either way about 5.3 MiB is added by ~1,025
+    // held connections and not given back after the flood ends.
     assert!(
         rss_max < 16 * 1024,
         "DEFECT: flooded node RSS {rss_max} KiB, over 16 MiB (before the flood: {rss_before} KiB)"
