@@ -1168,6 +1168,8 @@ fn a_connection_flood_on_a_follower_neither_moves_the_leader_nor_blocks_failover
     }
     std::thread::sleep(FIRST_REQUEST_TIMEOUT + Duration::from_millis(500));
     let rss_after = rss_kib(flooded_pid);
+    let open_after = metric(&metrics(&flooded), "les_connections_open");
+    println!("flood: les_connections_open {open_after} on the flooded node after the flood ended");
     println!(
         "flood: flooded node RSS {rss_before} KiB before, {rss_max} KiB max under flood, {rss_after} KiB {FIRST_REQUEST_TIMEOUT:?} after it ended"
     );
