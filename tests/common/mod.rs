@@ -32,10 +32,24 @@ pub struct Proc {
 
 impl Proc {
     pub fn spawn(name: &str, cmd: &mut Command) -> Proc {
+        Proc::spawn_with_stderr(name, cmd, Stdio::null())
+    }
+
+    /// Like [`Proc::spawn`], with the process's stderr (its log) appended to `log`.
+    pub fn spawn_logged(name: &str, cmd: &mut Command, log: &std::path::Path) -> Proc {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .unwrap_or_else(|e| panic!("cannot open {}: {e}", log.display()));
+        Proc::spawn_with_stderr(name, cmd, Stdio::from(file))
+    }
+
+    fn spawn_with_stderr(name: &str, cmd: &mut Command, stderr: Stdio) -> Proc {
         let child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(stderr)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
         Proc {
