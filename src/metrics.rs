@@ -34,7 +34,8 @@ pub struct Metrics {
     pub refused: [AtomicU64; Rejection::ALL.len()],
     /// Connections currently open to the HTTP API.
     pub connections_open: AtomicU64,
-    /// Connections closed at once because the cap was reached.
+    /// Connections closed because the cap was reached: the oldest silent one closed to
+    /// make room, or the newcomer when every open one is a peer's.
     pub connections_shed: AtomicU64,
     /// Announcements of unknown addresses not fetched back (over the core's bounds).
     pub announces_dropped: AtomicU64,
@@ -162,7 +163,7 @@ impl Metrics {
             (
                 "les_connections_shed_total",
                 "counter",
-                "Connections closed at once because the connection cap was reached.",
+                "Connections closed because the connection cap was reached (oldest silent one, or the newcomer).",
                 s.connections_shed,
             ),
             (

@@ -82,11 +82,15 @@ impl Slots {
     }
 
     /// A place for a new connection, or `None` when the cap is reached and no
-    /// unproven connection could be closed for it.
-    fn admit(self: &Arc<Self>) -> Option<SlotGuard> {
+    /// unproven connection could be closed for it. `shed` counts the connections closed
+    /// (or refused) for the cap.
+    fn admit(self: &Arc<Self>, shed: &std::sync::atomic::AtomicU64) -> Option<SlotGuard> {
         let mut queue = self.unproven.lock().unwrap_or_else(PoisonError::into_inner);
-        if self.open.load(Ordering::Relaxed) >= self.max && !evict_oldest(&mut queue) {
-            return None;
+        if self.open.load(Ordering::Relaxed) >= self.max {
+            Metrics::add(shed, 1);
+            if !evict_oldest(&mut queue) {
+                return None;
+            }
         }
         if queue.len() > 2 * self.max {
             queue.retain(|w| {
@@ -145,8 +149,7 @@ pub(crate) async fn serve<N: Network>(
                 }
             },
         };
-        let Some(guard) = slots.admit() else {
-            Metrics::add(&api.metrics.connections_shed, 1);
+        let Some(guard) = slots.admit(&api.metrics.connections_shed) else {
             drop(stream);
             continue;
         };
@@ -274,25 +277,27 @@ mod tests {
 
     #[test]
     fn at_the_cap_the_oldest_unproven_connection_makes_room() {
+        let shed = std::sync::atomic::AtomicU64::new(0);
         let slots = Slots::new(2);
-        let a = slots.admit().unwrap();
-        let b = slots.admit().unwrap();
+        let a = slots.admit(&shed).unwrap();
+        let b = slots.admit(&shed).unwrap();
         a.slot.proven.store(true, Ordering::Relaxed);
         // Full: b (unproven, oldest such) is evicted for c.
-        let c = slots.admit().unwrap();
+        let c = slots.admit(&shed).unwrap();
         assert!(b.slot.evict.is_cancelled());
         assert!(!a.slot.evict.is_cancelled());
         drop(b);
         // Full again with a proven and c unproven: c goes for d.
-        let _d = slots.admit().unwrap();
+        let _d = slots.admit(&shed).unwrap();
         assert!(c.slot.evict.is_cancelled());
         drop(c);
         // Both remaining proven: nothing to evict, the newcomer is refused.
         let e_slots = Slots::new(1);
-        let e = e_slots.admit().unwrap();
+        let e = e_slots.admit(&shed).unwrap();
         e.slot.proven.store(true, Ordering::Relaxed);
-        assert!(e_slots.admit().is_none());
+        assert!(e_slots.admit(&shed).is_none());
         drop(e);
-        assert!(e_slots.admit().is_some());
+        assert!(e_slots.admit(&shed).is_some());
+        assert_eq!(shed.load(Ordering::Relaxed), 3, "two evicted, one refused");
     }
 }
