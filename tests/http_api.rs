@@ -194,3 +194,38 @@ async fn misbehaving_peers_are_failed_contacts_and_a_python_peer_is_a_member() {
     );
     hung.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_announced_peer_with_an_impossible_term_is_not_added() {
+    let (fake_l, fake) = listener().await;
+    let (node_l, me) = listener().await;
+    // The attack from the issue: a senior-looking fake whose term would freeze ours.
+    let state = format!(
+        r#"{{"members": ["{fake}"], "leader": false, "start_time": 1, "term": 18446744073709551615}}"#
+    );
+    tokio::spawn(fake_peer(fake_l, http_ok(state.as_bytes())));
+    let node = start_node(node_l, &me, vec![me.clone()]).await;
+    wait_until("the lone node to lead", || {
+        node.leader().as_deref() == Some(&me)
+    })
+    .await;
+    let term = node.diag().await.expect("diag").state.term;
+    assert_eq!(
+        status_of(&raw(&me, &format!("GET /state/{fake}")).await),
+        200
+    );
+    wait_until("the fake's state to be refused", || {
+        node.metrics().terms_rejected >= 1
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let diag = node.diag().await.expect("diag");
+    assert_eq!(
+        diag.state.members,
+        vec![me.clone()],
+        "the fake is not a member"
+    );
+    assert_eq!(diag.state.term, term, "the term did not move");
+    assert_eq!(node.leader().as_deref(), Some(me.as_str()));
+    node.leave().await;
+}
