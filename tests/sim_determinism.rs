@@ -65,3 +65,25 @@ fn a_crash_plays_out_the_same_whatever_ran_before() {
         );
     }
 }
+
+/// Simulations on several threads at once (as `cargo test` runs tests) each give the
+/// run they give alone: nothing they share perturbs them, so no lock serialises them.
+#[test]
+fn simulations_running_at_once_give_the_runs_they_give_alone() {
+    let alone = crash_the_leader();
+    for round in 0..3 {
+        let together: Vec<String> = std::thread::scope(|s| {
+            let threads: Vec<_> = (0..3).map(|_| s.spawn(crash_the_leader)).collect();
+            threads
+                .into_iter()
+                .map(|t| t.join().expect("a simulation thread panicked"))
+                .collect()
+        });
+        for (i, run) in together.iter().enumerate() {
+            assert!(
+                *run == alone,
+                "round {round}, thread {i}: another run than alone:\n{run}\n\nversus\n{alone}"
+            );
+        }
+    }
+}

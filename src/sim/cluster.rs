@@ -24,7 +24,6 @@ use crate::wire::Diag;
 mod builder;
 mod network;
 
-use builder::SimGuard;
 pub use builder::{ClusterBuilder, NodeSpec};
 
 /// Environment variable that overrides every [`ClusterBuilder::seed`], to replay a run.
@@ -65,8 +64,6 @@ struct Slot {
 /// Controls panic when given a name that is not a node of the cluster, or an impossible
 /// transition (starting a running node): those are mistakes in the test.
 pub struct Cluster {
-    /// Held for the cluster's lifetime: see [`one_at_a_time`].
-    _lock: SimGuard,
     sim: turmoil::Sim<'static>,
     shared: Arc<Shared>,
     nodes: Vec<Slot>,

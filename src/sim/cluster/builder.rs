@@ -1,5 +1,5 @@
-//! [`ClusterBuilder`] and [`NodeSpec`]: what a cluster is made of, before it runs; and
-//! the lock that lets only one simulation run at a time.
+//! [`ClusterBuilder`] and [`NodeSpec`]: what a cluster is made of, before it runs.
+//! Clusters share nothing, so several may run at once (`tests/sim_determinism.rs`).
 
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -187,7 +187,6 @@ impl ClusterBuilder {
     /// If two nodes share a name or a name is not a valid host name.
     #[track_caller]
     pub fn build(self) -> Cluster {
-        let _lock = one_at_a_time();
         let seed = std::env::var(SEED_ENV)
             .ok()
             .and_then(|s| s.trim().parse().ok())
@@ -251,7 +250,6 @@ impl ClusterBuilder {
                 .collect(),
         );
         Cluster {
-            _lock,
             sim,
             shared,
             nodes,
@@ -260,36 +258,4 @@ impl ClusterBuilder {
             link_latency: BTreeMap::new(),
         }
     }
-}
-
-thread_local! {
-    static HOLDS_SIM: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
-
-/// Held while a [`Cluster`] lives.
-pub(super) struct SimGuard(#[allow(dead_code)] std::sync::MutexGuard<'static, ()>);
-
-impl Drop for SimGuard {
-    fn drop(&mut self) {
-        HOLDS_SIM.with(|h| h.set(false));
-    }
-}
-
-/// Simulations in one process run one at a time.
-///
-/// Two simulations running at once on different threads (as `cargo test` runs tests)
-/// were seen to perturb each other: the same seed then no longer gave the same run,
-/// although each is deterministic on its own. The shared state lies somewhere below
-/// les in the runtime stack; until it is found, clusters are serialised, which keeps
-/// every seed reproducible whatever else the test binary runs. A thread that builds a
-/// second cluster while holding one would wait forever, so it panics instead.
-pub(super) fn one_at_a_time() -> SimGuard {
-    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    assert!(
-        !HOLDS_SIM.with(|h| h.get()),
-        "les::sim: this thread already has a live Cluster; drop it before building another"
-    );
-    let guard = LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    HOLDS_SIM.with(|h| h.set(true));
-    SimGuard(guard)
 }
