@@ -137,6 +137,15 @@ impl Config {
         positive("interval", self.interval)?;
         positive("request_timeout", self.request_timeout)?;
         positive("suspicion_timeout", self.suspicion_timeout)?;
+        for (key, d) in [
+            ("interval", self.interval),
+            ("request_timeout", self.request_timeout),
+            ("suspicion_timeout", self.suspicion_timeout),
+            ("rejoin_holdoff", self.rejoin_holdoff),
+            ("lease", self.lease),
+        ] {
+            at_most_a_day(key, d)?;
+        }
         if self.interval < Duration::from_millis(10) {
             return Err(ConfigError::Invalid {
                 key: "interval",
@@ -192,6 +201,20 @@ impl Config {
             ..CoreConfig::default()
         }
     }
+}
+
+/// Longest any duration setting may be. Far above any sane value, and low enough that
+/// sums and the lease's stretch by the clock-rate bound cannot overflow.
+pub const MAX_SETTING_DURATION: Duration = Duration::from_secs(24 * 3600);
+
+fn at_most_a_day(key: &'static str, d: Duration) -> Result<(), ConfigError> {
+    if d > MAX_SETTING_DURATION {
+        return Err(ConfigError::Invalid {
+            key,
+            why: "must be at most 1day".into(),
+        });
+    }
+    Ok(())
 }
 
 /// A configuration that cannot be used. Nothing has started when this is returned.
@@ -348,6 +371,7 @@ impl HookConfig {
                     why: "must be at least 10ms".into(),
                 });
             }
+            at_most_a_day(key, d)?;
         }
         Ok(())
     }

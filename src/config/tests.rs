@@ -246,3 +246,35 @@ fn a_lease_shorter_than_a_round_and_a_request_is_an_error_in_quorum_mode() {
     a.lease = Some(Duration::from_secs(2));
     a.resolve_with(FileConfig::default()).unwrap();
 }
+
+#[test]
+fn durations_beyond_a_day_are_refused_by_name_not_overflowed() {
+    // Found by the fuzz target: these used to panic in validation or in the core.
+    for (set, key) in [
+        (
+            (|a: &mut RunArgs| a.interval = Some(Duration::MAX)) as fn(&mut RunArgs),
+            "`interval`",
+        ),
+        (|a| a.loop_rate = Some(u64::MAX), "`interval`"),
+        (
+            |a| a.request_timeout = Some(Duration::MAX),
+            "`request_timeout`",
+        ),
+        (
+            |a| {
+                a.quorum = Some(2);
+                a.lease = Some(Duration::from_secs(u64::MAX));
+            },
+            "`lease`",
+        ),
+        (|a| a.hook_timeout = Some(Duration::MAX), "`hook_timeout`"),
+    ] {
+        let mut a = args();
+        set(&mut a);
+        let err = a
+            .resolve_with(FileConfig::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(key) && err.contains("at most 1day"), "{err}");
+    }
+}
