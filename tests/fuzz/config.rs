@@ -370,11 +370,15 @@ proptest! {
 
     #[test]
     fn arbitrary_text(text in any::<String>()) {
+        static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        crate::progress(&N, "config::arbitrary_text");
         check_file(&text);
     }
 
     #[test]
     fn near_valid_files(text in near_valid_toml()) {
+        static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        crate::progress(&N, "config::near_valid_files");
         check_file(&text);
     }
 
@@ -392,6 +396,8 @@ proptest! {
 
     #[test]
     fn arbitrary_flags(argv in argv()) {
+        static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        crate::progress(&N, "config::arbitrary_flags");
         if let Ok(args) = parse_args(&argv) {
             check_resolution(&args, FileConfig::default());
         }
@@ -400,6 +406,8 @@ proptest! {
     /// Flags over a file: the merge of two parsed sources.
     #[test]
     fn flags_over_a_file(argv in argv(), text in near_valid_toml()) {
+        static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        crate::progress(&N, "config::flags_over_a_file");
         if let (Ok(args), Ok(file)) = (parse_args(&argv), FileConfig::parse(&text)) {
             check_resolution(&args, file);
         }

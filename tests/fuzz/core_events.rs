@@ -574,6 +574,8 @@ proptest! {
         setup in setup(),
         steps in prop::collection::vec((advance(), step()), 0..60),
     ) {
+        static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        crate::progress(&N, "core_events::event_sequences_keep_the_invariants");
         run(setup, steps);
     }
 }

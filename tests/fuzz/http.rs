@@ -315,7 +315,11 @@ fn raw_requests_are_answered_and_the_node_survives() {
     let port = node.local_addr().port();
     let strategy = prop_oneof![4 => well_formed(port), 1 => garbage(port)];
     let mut runner = TestRunner::new(crate::config("tests/fuzz/regressions/http.txt"));
-    let result = runner.run(&strategy, |r| check_case(&addr, &r));
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let result = runner.run(&strategy, |r| {
+        crate::progress(&N, "http::raw_requests");
+        check_case(&addr, &r)
+    });
     if let Err(e) = result {
         panic!("{e}");
     }

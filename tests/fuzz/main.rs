@@ -25,10 +25,14 @@ mod core_events;
 mod http;
 mod state;
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+use std::time::Instant;
+
 use proptest::test_runner::{Config as ProptestConfig, FileFailurePersistence};
 
 /// Cases per target when `LES_FUZZ_CASES` is not set.
-pub const DEFAULT_CASES: u32 = 256;
+pub const DEFAULT_CASES: u32 = 1000;
 
 /// The case count for every target: `LES_FUZZ_CASES`, or [`DEFAULT_CASES`].
 pub fn cases() -> u32 {
@@ -49,5 +53,24 @@ pub fn config(file: &'static str) -> ProptestConfig {
         cases: cases(),
         failure_persistence: Some(Box::new(FileFailurePersistence::Direct(file))),
         ..ProptestConfig::default()
+    }
+}
+
+/// Cases between two progress lines.
+const PROGRESS_EVERY: u64 = 10_000;
+
+/// Count one case of `test` in `counter`, printing a progress line to stderr every
+/// [`PROGRESS_EVERY`] cases. A long run cut short by a time limit then still records
+/// how many cases it completed (shrinking runs count too, so the figure is an upper
+/// bound only while a failure is being shrunk).
+pub fn progress(counter: &AtomicU64, test: &str) {
+    static START: OnceLock<Instant> = OnceLock::new();
+    let start = START.get_or_init(Instant::now);
+    let n = counter.fetch_add(1, Ordering::Relaxed) + 1;
+    if n % PROGRESS_EVERY == 0 {
+        eprintln!(
+            "fuzz progress: {test}: {n} cases, {:.1} s",
+            start.elapsed().as_secs_f64()
+        );
     }
 }

@@ -211,16 +211,22 @@ proptest! {
 
     #[test]
     fn state_arbitrary_bytes_never_panic(body in prop::collection::vec(any::<u8>(), 0..512)) {
+        static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        crate::progress(&N, "state::state_arbitrary_bytes_never_panic");
         check_accepted(&body);
     }
 
     #[test]
     fn state_near_valid_documents(doc in near_valid_document()) {
+        static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        crate::progress(&N, "state::state_near_valid_documents");
         check_accepted(doc.as_bytes());
     }
 
     #[test]
     fn state_addresses_accepted_are_host_port(addr in addr_like()) {
+        static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        crate::progress(&N, "state::state_addresses_accepted_are_host_port");
         check_address(&addr);
     }
 }
