@@ -291,7 +291,7 @@ fn main() -> ExitCode {
         LogFormat::Json => logs.json().init(),
     }
     let fence = args.fence_file.map(|path| Fence { path });
-    match run(args.vip, args.iface, fence, resolved) {
+    match run(args.vip, args.iface, fence, &args.run, resolved) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("floating_ip: error: {e:#}");
@@ -304,6 +304,7 @@ fn run(
     vip: Vip,
     iface: String,
     fence: Option<Fence>,
+    args: &les::config::RunArgs,
     resolved: les::config::Resolved,
 ) -> anyhow::Result<()> {
     let me = resolved.config.advertise_addr.clone();
@@ -326,7 +327,7 @@ fn run(
         .build()
         .context("cannot start the async runtime")?;
     rt.block_on(async {
-        let node = les::daemon::node_builder(&resolved)
+        let node = les::daemon::node_builder(&resolved)?
             .on_leader_change(FloatingIp {
                 vip,
                 iface,
@@ -337,13 +338,10 @@ fn run(
             .start()
             .await
             .with_context(|| format!("cannot start the node {me}"))?;
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
-        let mut int = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
-        }
+        let reload = || args.resolve().map(|r| r.keys).map_err(|e| e.to_string());
+        les::daemon::handle_signals(&node, reload)
+            .await
+            .context("cannot listen for signals")?;
         tracing::info!("leaving: releasing the virtual IP first");
         node.leave().await;
         anyhow::Ok(())

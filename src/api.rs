@@ -1,20 +1,27 @@
 //! The HTTP API a node serves, compatible with the Python LES.
 //!
-//! | request | answer |
-//! |---|---|
-//! | `GET /ping` | `200 OK` (`503` while leaving) |
-//! | `GET /state` | this node's state JSON |
-//! | `GET /state/{addr}` | the same; `{addr}` is fetched back and added once it answers |
-//! | `GET /diag` | `{"state", "member_states", "member_info"}` (and `"lease"` in quorum mode), pretty-printed |
-//! | `POST /leave/{addr}` | `{addr}` is leaving: drop it now (les extension) |
-//! | `GET /probe/{addr}` | `200` if this node can ping `{addr}`, `503` if not (les extension, SWIM indirect probe) |
-//! | `GET /metrics` | counters in Prometheus text format (les extension) |
+//! | request | answer | with a key |
+//! |---|---|---|
+//! | `GET /ping` | `200 OK` (`503` while leaving) | open |
+//! | `GET /state` | this node's state JSON | open |
+//! | `GET /state/{addr}` | the same; `{addr}` is fetched back and added once it answers | tag required |
+//! | `GET /diag` | `{"state", "member_states", "member_info"}` (and `"lease"` in quorum mode), pretty-printed | open |
+//! | `POST /leave/{addr}` | `{addr}` says it is leaving: checked with `{addr}`, then dropped (les extension) | tag required |
+//! | `GET /probe/{addr}` | `200` if this node can ping member `{addr}`, `503` if not; `403` for a non-member, never contacted (les extension, SWIM indirect probe) | tag required |
+//! | `GET /metrics` | counters in Prometheus text format (les extension) | open |
+//!
+//! "Open" requests change nothing and make the node contact no one, so they are served
+//! to anyone (and on the admin listener, `--admin-addr`, which serves only those;
+//! `/diag` and `/metrics` then move there). Every other request is checked by
+//! [`crate::auth`]: the cluster name always, the tag when keyed. A refused request gets
+//! 401 (403 for another cluster), is counted in `/metrics`, logged at a rate-limited
+//! warning naming its source, and changes nothing.
 //!
 //! Trailing slashes are accepted everywhere. The server never blocks on the protocol
 //! loop: `/state` is served from a pre-serialized snapshot the loop publishes in a
 //! [`Published`] cell, and notices for the loop go through a bounded queue (dropped,
-//! not waited on, when full). Slow clients are cut off by a header-read timeout;
-//! request bodies are never read.
+//! not waited on, when full). Request bodies are refused (413) unread. Connections are
+//! capped and slow or silent clients cut off ([`listen`]).
 //!
 //! Quorum mode needs one more thing from the server: a follower that serves its vote
 //! to the leader it names (`GET /state/{leader}`) has promised that leader not to
@@ -23,7 +30,8 @@
 //! the stamp to the core before every event: no answer naming an old leader can be
 //! served once the state has changed without the core having seen its time.
 
-use std::convert::Infallible;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -31,23 +39,19 @@ use std::time::Duration;
 use http_body_util::Full;
 use hyper::body::{Body as _, Bytes, Incoming};
 use hyper::header::{HeaderValue, CONTENT_TYPE};
-use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::sync::{mpsc, oneshot};
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
+use tokio::time::Instant;
 
+use crate::auth::{Auth, Rejection, Verified, AUTH_HEADER, CLUSTER_HEADER};
 use crate::client::PeerClient;
 use crate::metrics::Metrics;
-use crate::net::{Network, PauseGate, Timebase};
+use crate::net::{Network, PauseGate, Timebase, WallClock};
 use crate::wire::{check_addr, Diag};
 
-/// Longest a connection may take to send a request's headers, counted from the end of
-/// the previous answer: it bounds slow or idle clients. Peers' pooled connections are
-/// retired sooner by the clients themselves ([`crate::client::IDLE_CONNECTION_TIMEOUT`]),
-/// so the server never closes one under them (which would look like a crash).
-pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) mod listen;
+
+pub use listen::{FIRST_REQUEST_TIMEOUT, HEADER_READ_TIMEOUT};
 
 /// Notices from the HTTP server to the protocol loop.
 pub(crate) enum Inbound {
@@ -70,6 +74,8 @@ pub(crate) struct Published {
     /// When (the node's monotonic time) the body was last served to `leader` itself;
     /// reset to `None` when the leader changes.
     pub leader_served_at: Option<Duration>,
+    /// The members the body lists (this node first): `/probe` targets only these.
+    pub members: Vec<String>,
 }
 
 /// The [`Published`] cell the loop and the server share.
@@ -83,6 +89,7 @@ impl PublishedCell {
             body,
             leader,
             leader_served_at: None,
+            members: Vec::new(),
         })))
     }
 
@@ -122,149 +129,277 @@ pub(crate) struct Api<N: Network> {
     /// For `/probe/{addr}`.
     pub client: PeerClient<N>,
     pub metrics: Arc<Metrics>,
+    /// Checks requests and tags answers.
+    pub auth: Arc<Auth>,
+    /// The wall clock request timestamps are checked against.
+    pub clock: Arc<dyn WallClock>,
+    /// Whether `/diag` and `/metrics` are served on a separate admin listener (and so
+    /// not on the gossip one).
+    pub admin_elsewhere: bool,
+    /// Rate limit of the warnings about refused requests.
+    pub refusals: RefusalLog,
+}
+
+/// Which listener a request came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Listener {
+    /// The gossip port: the whole API.
+    Gossip,
+    /// `--admin-addr`: only the open, read-only requests.
+    Admin,
+}
+
+/// An answer before it is tagged and sent.
+struct Answer {
+    status: StatusCode,
+    content_type: &'static str,
+    body: Bytes,
+}
+
+impl Answer {
+    fn text(status: StatusCode, body: impl Into<Bytes>) -> Self {
+        Answer {
+            status,
+            content_type: "text/plain",
+            body: body.into(),
+        }
+    }
+
+    fn json(body: Bytes) -> Self {
+        Answer {
+            status: StatusCode::OK,
+            content_type: "application/json",
+            body,
+        }
+    }
 }
 
 type Resp = Response<Full<Bytes>>;
 
-fn text(status: StatusCode, body: &'static str) -> Resp {
-    let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
-    *r.status_mut() = status;
-    r.headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
-    r
+/// A request split into what routing needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Target<'a> {
+    Ping,
+    State,
+    StateFor(&'a str),
+    Diag,
+    Leave(&'a str),
+    Probe(&'a str),
+    Metrics,
+    /// A known resource with the wrong method.
+    WrongMethod,
+    NotFound,
+    BadAddr(&'a str, String),
 }
 
-fn json(body: Bytes) -> Resp {
-    let mut r = Response::new(Full::new(body));
-    r.headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    r
-}
-
-/// Route one request. Public within the crate for tests.
-pub(crate) async fn route<N: Network>(api: &Api<N>, method: &Method, path: &str) -> Resp {
-    let path = path.trim_end_matches('/');
-    let (head, arg) = match path.strip_prefix('/').unwrap_or(path).split_once('/') {
-        Some((h, a)) => (h, Some(a)),
-        None => (path.trim_start_matches('/'), None),
-    };
-    let leaving = api.leaving.load(Ordering::Relaxed);
-    if let Some(addr) = arg {
-        if let Err(why) = check_addr(addr) {
-            let mut r = text(StatusCode::BAD_REQUEST, "");
-            *r.body_mut() = Full::new(Bytes::from(format!("invalid address {addr:?}: {why}\n")));
-            return r;
+impl<'a> Target<'a> {
+    fn parse(method: &Method, path: &'a str) -> Self {
+        let path = path.trim_end_matches('/');
+        let path = path.strip_prefix('/').unwrap_or(path);
+        let (head, arg) = match path.split_once('/') {
+            Some((h, a)) => (h, Some(a)),
+            None => (path, None),
+        };
+        if let Some(addr) = arg {
+            if let Err(why) = check_addr(addr) {
+                return Target::BadAddr(addr, why.to_string());
+            }
+        }
+        match (method, head, arg) {
+            (&Method::GET, "ping", None) => Target::Ping,
+            (&Method::GET, "state", None) => Target::State,
+            (&Method::GET, "state", Some(a)) => Target::StateFor(a),
+            (&Method::GET, "diag", None) => Target::Diag,
+            (&Method::POST, "leave", Some(a)) => Target::Leave(a),
+            (&Method::GET, "probe", Some(a)) => Target::Probe(a),
+            (&Method::GET, "metrics", None) => Target::Metrics,
+            (_, "ping" | "state" | "diag" | "leave" | "probe" | "metrics", _) => {
+                Target::WrongMethod
+            }
+            _ => Target::NotFound,
         }
     }
-    match (method, head, arg) {
-        (&Method::GET, "ping", None) if leaving => text(StatusCode::SERVICE_UNAVAILABLE, "leaving"),
-        (&Method::GET, "ping", None) => text(StatusCode::OK, "OK"),
-        (&Method::GET, "state", None) => json(api.published.body()),
-        (&Method::GET, "state", Some(_)) if leaving => {
-            text(StatusCode::SERVICE_UNAVAILABLE, "leaving")
+
+    /// Changes nothing and contacts no one: served without a tag, on either listener.
+    fn is_open(&self) -> bool {
+        !matches!(
+            self,
+            Target::StateFor(_) | Target::Leave(_) | Target::Probe(_)
+        )
+    }
+}
+
+/// Serve one request that came in on `listener` from `peer`: refuse a body, check the
+/// request's cluster and tag unless it is open, route it, tag the answer. Also says
+/// whether the request came from a peer (see [`from_peer`]).
+pub(crate) async fn handle<N: Network>(
+    api: &Api<N>,
+    req: &Request<Incoming>,
+    peer: SocketAddr,
+    listener: Listener,
+) -> (Resp, bool) {
+    let method = req.method();
+    let path = req.uri().path();
+    let target = Target::parse(method, path);
+    let answer = if req.body().size_hint().upper() != Some(0) {
+        Answer::text(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "request bodies are not accepted\n",
+        )
+    } else if listener == Listener::Admin && !target.is_open() {
+        Answer::text(StatusCode::NOT_FOUND, "not served on the admin address\n")
+    } else {
+        let header = |name| req.headers().get(name).map(|v| v.to_str().unwrap_or(""));
+        let signed_path = req.uri().path_and_query().map_or(path, |p| p.as_str());
+        let now = api.clock.now_epoch().max(0.0) as u64;
+        let verdict = api.auth.verify_request(
+            method.as_str(),
+            signed_path,
+            header(AUTH_HEADER),
+            header(CLUSTER_HEADER),
+            now,
+        );
+        let verified = match verdict {
+            Ok(v) => v,
+            Err(_) if target.is_open() => Verified::Unsigned,
+            Err(why) => return (api.refuse(why, peer, method, path), false),
+        };
+        let trusted = from_peer(&api.auth, &verified);
+        let answer = route(api, target, listener).await;
+        return (api.finish(answer, &verified), trusted);
+    };
+    (api.finish(answer, &Verified::Unsigned), false)
+}
+
+/// Whether a request that passed as `verified` shows its connection is a peer's, which
+/// the connection cap then keeps over silent ones: with a key only a signed request
+/// does; without one any request does (anyone may be a peer then).
+fn from_peer(auth: &Auth, verified: &Verified) -> bool {
+    matches!(verified, Verified::Signed { .. }) || auth.settings().keyring.is_none()
+}
+
+impl<N: Network> Api<N> {
+    /// Count and log a refused request, and answer it (untagged).
+    fn refuse(&self, why: Rejection, peer: SocketAddr, method: &Method, path: &str) -> Resp {
+        self.metrics.count_rejection(why);
+        self.refusals.warn(peer, why, method, path);
+        let status = match why {
+            Rejection::Cluster => StatusCode::FORBIDDEN,
+            Rejection::Busy => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::UNAUTHORIZED,
+        };
+        let body = match why {
+            Rejection::Cluster => {
+                format!("{why}: this node is in cluster {:?}\n", self.auth.cluster())
+            }
+            _ => format!("{why}\n"),
+        };
+        self.finish(Answer::text(status, body), &Verified::Unsigned)
+    }
+
+    /// Build the response, tagged when the request was.
+    fn finish(&self, answer: Answer, verified: &Verified) -> Resp {
+        let tag = self
+            .auth
+            .sign_answer(verified, answer.status.as_u16(), &answer.body);
+        let mut r = Response::new(Full::new(answer.body));
+        *r.status_mut() = answer.status;
+        r.headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static(answer.content_type));
+        if let Some(tag) = tag.and_then(|t| HeaderValue::from_str(&t).ok()) {
+            r.headers_mut().insert(AUTH_HEADER, tag);
         }
-        (&Method::GET, "state", Some(addr)) => {
+        r
+    }
+}
+
+/// Route one request that passed its checks.
+async fn route<N: Network>(api: &Api<N>, target: Target<'_>, listener: Listener) -> Answer {
+    let leaving = api.leaving.load(Ordering::Relaxed);
+    let admin_only = api.admin_elsewhere && listener == Listener::Gossip;
+    match target {
+        Target::BadAddr(addr, why) => Answer::text(
+            StatusCode::BAD_REQUEST,
+            format!("invalid address {addr:?}: {why}\n"),
+        ),
+        Target::Ping if leaving => Answer::text(StatusCode::SERVICE_UNAVAILABLE, "leaving"),
+        Target::Ping => Answer::text(StatusCode::OK, "OK"),
+        Target::State => Answer::json(api.published.body()),
+        Target::StateFor(_) if leaving => Answer::text(StatusCode::SERVICE_UNAVAILABLE, "leaving"),
+        Target::StateFor(addr) => {
             // Never wait on the loop: under a flood, drop the notice (the caller retries).
             let _ = api.inbound.try_send(Inbound::Announced(addr.to_string()));
-            json(api.published.serve_to(addr, || api.timebase.now()))
+            Answer::json(api.published.serve_to(addr, || api.timebase.now()))
         }
-        (&Method::GET, "diag", None) => {
-            let (tx, rx) = oneshot::channel();
-            if api.inbound.try_send(Inbound::Diag(tx)).is_err() {
-                return text(StatusCode::SERVICE_UNAVAILABLE, "busy");
-            }
-            match tokio::time::timeout(Duration::from_secs(5), rx).await {
-                Ok(Ok(diag)) => match serde_json::to_vec_pretty(&diag) {
-                    Ok(mut body) => {
-                        body.push(b'\n');
-                        json(Bytes::from(body))
-                    }
-                    Err(_) => text(StatusCode::INTERNAL_SERVER_ERROR, "cannot encode diag"),
-                },
-                _ => text(StatusCode::SERVICE_UNAVAILABLE, "node is stopping"),
-            }
-        }
-        (&Method::POST, "leave", Some(addr)) => {
+        Target::Diag | Target::Metrics if admin_only => Answer::text(
+            StatusCode::NOT_FOUND,
+            "served on the admin address (--admin-addr)\n",
+        ),
+        Target::Diag => diag(api).await,
+        Target::Leave(addr) => {
             let _ = api
                 .inbound
                 .try_send(Inbound::LeaveReceived(addr.to_string()));
-            text(StatusCode::OK, "OK")
+            Answer::text(StatusCode::OK, "OK")
         }
-        (&Method::GET, "probe", Some(addr)) => match api.client.ping(addr).await {
-            Ok(()) => text(StatusCode::OK, "OK"),
-            Err(_) => text(StatusCode::SERVICE_UNAVAILABLE, "unreachable"),
+        Target::Probe(addr) if !api.published.lock().members.iter().any(|m| m == addr) => {
+            Answer::text(StatusCode::FORBIDDEN, "only members are probed\n")
+        }
+        Target::Probe(addr) => match api.client.ping(addr).await {
+            Ok(()) => Answer::text(StatusCode::OK, "OK"),
+            Err(_) => Answer::text(StatusCode::SERVICE_UNAVAILABLE, "unreachable"),
         },
-        (&Method::GET, "metrics", None) => {
-            let mut r = text(StatusCode::OK, "");
-            *r.body_mut() = Full::new(Bytes::from(api.metrics.render()));
-            r
-        }
-        (_, "ping" | "state" | "diag" | "leave" | "probe" | "metrics", _) => {
-            text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
-        }
-        _ => text(StatusCode::NOT_FOUND, "not found"),
+        Target::Metrics => Answer::text(StatusCode::OK, api.metrics.render()),
+        Target::WrongMethod => Answer::text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
+        Target::NotFound => Answer::text(StatusCode::NOT_FOUND, "not found"),
     }
 }
 
-/// Accept connections until `cancel` fires, serving each on its own task; on cancel,
-/// open connections are shut down gracefully and the function returns once the
-/// listener is closed (connection tasks end within a second after that).
-pub(crate) async fn serve<N: Network>(
-    net: N,
-    listener: N::Listener,
-    api: Arc<Api<N>>,
-    cancel: CancellationToken,
-    tracker: TaskTracker,
-) {
-    loop {
-        let stream = tokio::select! {
-           biased;
-            _ = cancel.cancelled() => break,
-            accepted = net.accept(&listener) => match accepted {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::debug!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    continue;
-                }
-            },
-        };
-        let api = api.clone();
-        let cancel = cancel.clone();
-        tracker.spawn(async move {
-            let service = service_fn(move |req: Request<Incoming>| {
-                let api = api.clone();
-                async move {
-                    api.gate.passed().await;
-                    let resp = route(&api, req.method(), req.uri().path()).await;
-                    Metrics::add(&api.metrics.requests_served, 1);
-                    Metrics::add(
-                        &api.metrics.bytes_served,
-                        resp.body().size_hint().exact().unwrap_or(0),
-                    );
-                    Ok::<_, Infallible>(resp)
-                }
-            });
-            let mut builder = hyper::server::conn::http1::Builder::new();
-            builder
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_READ_TIMEOUT)
-                .max_buf_size(64 * 1024);
-            let conn = builder.serve_connection(TokioIo::new(stream), service);
-            tokio::pin!(conn);
-            tokio::select! {
-                biased;
-                res = conn.as_mut() => {
-                    if let Err(e) = res {
-                        tracing::trace!(error = %e, "connection ended with an error");
-                    }
-                }
-                _ = cancel.cancelled() => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = tokio::time::timeout(Duration::from_secs(1), conn).await;
-                }
+async fn diag<N: Network>(api: &Api<N>) -> Answer {
+    let (tx, rx) = oneshot::channel();
+    if api.inbound.try_send(Inbound::Diag(tx)).is_err() {
+        return Answer::text(StatusCode::SERVICE_UNAVAILABLE, "busy");
+    }
+    match tokio::time::timeout(Duration::from_secs(5), rx).await {
+        Ok(Ok(diag)) => match serde_json::to_vec_pretty(&diag) {
+            Ok(mut body) => {
+                body.push(b'\n');
+                Answer::json(Bytes::from(body))
             }
-        });
+            Err(_) => Answer::text(StatusCode::INTERNAL_SERVER_ERROR, "cannot encode diag"),
+        },
+        _ => Answer::text(StatusCode::SERVICE_UNAVAILABLE, "node is stopping"),
+    }
+}
+
+/// How often a source of refused requests is named in the log.
+const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// Warnings about refused requests, at most one per source address per
+/// [`REFUSAL_LOG_EVERY`], each saying how many were not logged since.
+#[derive(Debug, Default)]
+pub(crate) struct RefusalLog(Mutex<HashMap<IpAddr, (Instant, u64)>>);
+
+impl RefusalLog {
+    fn warn(&self, peer: SocketAddr, why: Rejection, method: &Method, path: &str) {
+        let mut seen = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let now = Instant::now();
+        if seen.len() >= 1024 {
+            seen.retain(|_, (at, _)| now.duration_since(*at) < REFUSAL_LOG_EVERY);
+        }
+        if let Some((at, quiet)) = seen.get_mut(&peer.ip()) {
+            if now.duration_since(*at) < REFUSAL_LOG_EVERY {
+                *quiet += 1;
+                return;
+            }
+            let suppressed = std::mem::take(quiet);
+            *at = now;
+            tracing::warn!(source = %peer, %method, path, reason = %why, suppressed,
+                "refused a request (and {suppressed} more from this address not logged)");
+        } else if seen.len() < 1024 {
+            seen.insert(peer.ip(), (now, 0));
+            tracing::warn!(source = %peer, %method, path, reason = %why, "refused a request");
+        }
     }
 }
 

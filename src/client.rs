@@ -5,6 +5,10 @@
 //! is capped, so a peer that hangs or sends a flood costs a bounded amount of time and
 //! memory. Failures are classified for the core ([`Failure`]): a connection that cannot
 //! be made is a strong signal, a timeout a weak one.
+//!
+//! With a keyring every request is tagged and every answer checked against its
+//! request's tag ([`crate::auth`]); the sender's cluster name rides along in a header,
+//! and a state from another cluster is refused, keyed or not.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -22,9 +26,10 @@ use tokio::sync::mpsc;
 
 use std::sync::Arc;
 
+use crate::auth::{Auth, Rejection, RequestTag, AUTH_HEADER, CLUSTER_HEADER};
 use crate::core::Failure;
 use crate::metrics::Metrics;
-use crate::net::Network;
+use crate::net::{Network, SystemClock, WallClock};
 use crate::wire::{PeerState, StateParseError};
 
 /// How long a pooled connection may sit idle before the client closes it; shorter
@@ -45,6 +50,12 @@ pub enum ContactError {
     Broken(String),
     #[error("answered HTTP {0}")]
     Status(StatusCode),
+    #[error("refused our request (HTTP {status}: {reason}); do both nodes have the same key and cluster name?")]
+    Refused { status: StatusCode, reason: String },
+    #[error("answer failed authentication: {0}")]
+    Auth(Rejection),
+    #[error("belongs to cluster {theirs:?}, not {ours:?}")]
+    Cluster { theirs: String, ours: String },
     #[error("answer body unreadable or over {MAX_BODY} bytes: {0}")]
     Body(String),
     #[error("{0}")]
@@ -60,9 +71,12 @@ impl ContactError {
             // What a node answers on /state/{addr} while it leaves (see `api`): its own
             // word that it has released leadership.
             ContactError::Status(hyper::StatusCode::SERVICE_UNAVAILABLE) => Failure::Leaving,
-            ContactError::Status(_) | ContactError::Body(_) | ContactError::State(_) => {
-                Failure::BadResponse
-            }
+            ContactError::Status(_)
+            | ContactError::Refused { .. }
+            | ContactError::Auth(_)
+            | ContactError::Cluster { .. }
+            | ContactError::Body(_)
+            | ContactError::State(_) => Failure::BadResponse,
         }
     }
 }
@@ -73,38 +87,50 @@ pub struct PeerClient<N: Network> {
     http: Client<Connector<N>, Empty<Bytes>>,
     timeout: Duration,
     metrics: Arc<Metrics>,
+    auth: Arc<Auth>,
+    clock: Arc<dyn WallClock>,
+}
+
+/// What a node's client shares with the rest of the node (see [`PeerClient::for_node`]).
+pub struct ClientLinks {
+    /// Where requests and bytes are counted.
+    pub metrics: Arc<Metrics>,
+    /// Where peers whose connection the other side closed are reported
+    /// (see [`Event::ConnectionLost`]).
+    ///
+    /// [`Event::ConnectionLost`]: crate::core::Event::ConnectionLost
+    pub lost: Option<mpsc::UnboundedSender<String>>,
+    /// Tags requests and checks answers; also the cluster name.
+    pub auth: Arc<Auth>,
+    /// The wall clock requests are timestamped with.
+    pub clock: Arc<dyn WallClock>,
 }
 
 impl<N: Network> PeerClient<N> {
-    /// A client whose every request must complete within `timeout`.
+    /// An unkeyed client with no cluster name whose every request must complete within
+    /// `timeout` (what `les status` uses).
     pub fn new(net: N, timeout: Duration) -> Self {
-        Self::with_metrics(net, timeout, Arc::default())
+        Self::for_node(
+            net,
+            timeout,
+            ClientLinks {
+                metrics: Arc::default(),
+                lost: None,
+                auth: Arc::new(Auth::new("", Default::default())),
+                clock: Arc::new(SystemClock),
+            },
+        )
     }
 
-    /// Like [`PeerClient::new`], counting requests and bytes in `metrics`.
-    pub fn with_metrics(net: N, timeout: Duration, metrics: Arc<Metrics>) -> Self {
-        Self::build(net, timeout, metrics, None)
-    }
-
-    /// Like [`PeerClient::with_metrics`], and reports on `lost` the address of every
-    /// peer whose connection is closed by the other side (see [`Event::ConnectionLost`]).
-    ///
-    /// [`Event::ConnectionLost`]: crate::core::Event::ConnectionLost
-    pub fn with_loss_reports(
-        net: N,
-        timeout: Duration,
-        metrics: Arc<Metrics>,
-        lost: mpsc::UnboundedSender<String>,
-    ) -> Self {
-        Self::build(net, timeout, metrics, Some(lost))
-    }
-
-    fn build(
-        net: N,
-        timeout: Duration,
-        metrics: Arc<Metrics>,
-        lost: Option<mpsc::UnboundedSender<String>>,
-    ) -> Self {
+    /// A node's client: counts in `links.metrics`, reports lost connections, tags
+    /// requests and checks answers with `links.auth`.
+    pub fn for_node(net: N, timeout: Duration, links: ClientLinks) -> Self {
+        let ClientLinks {
+            metrics,
+            lost,
+            auth,
+            clock,
+        } = links;
         let http = Client::builder(TokioExecutor::new())
             .timer(TokioTimer::new())
             .pool_timer(TokioTimer::new())
@@ -118,6 +144,8 @@ impl<N: Network> PeerClient<N> {
             http,
             timeout,
             metrics,
+            auth,
+            clock,
         }
     }
 
@@ -126,7 +154,15 @@ impl<N: Network> PeerClient<N> {
         let body = self
             .request(Method::GET, addr, &format!("/state/{me}"))
             .await?;
-        Ok(PeerState::from_json(&body)?)
+        let state = PeerState::from_json(&body)?;
+        let theirs = state.cluster.as_deref().unwrap_or("");
+        if theirs != self.auth.cluster() {
+            return Err(ContactError::Cluster {
+                theirs: theirs.to_string(),
+                ours: self.auth.cluster().to_string(),
+            });
+        }
+        Ok(state)
     }
 
     /// `GET /ping` at `addr`.
@@ -190,13 +226,20 @@ impl<N: Network> PeerClient<N> {
         let uri: Uri = format!("http://{addr}{path}")
             .parse()
             .map_err(|e| ContactError::Connect(format!("bad address {addr:?}: {e}")))?;
-        let req = Request::builder()
-            .method(method)
-            .uri(uri)
-            .header(
-                hyper::header::USER_AGENT,
-                concat!("les/", env!("CARGO_PKG_VERSION")),
-            )
+        // Tagged per attempt: a retry is a new request with a new nonce.
+        let now = self.clock.now_epoch().max(0.0) as u64;
+        let tag = self.auth.sign_request(method.as_str(), path, now);
+        let mut req = Request::builder().method(method).uri(uri).header(
+            hyper::header::USER_AGENT,
+            concat!("les/", env!("CARGO_PKG_VERSION")),
+        );
+        if !self.auth.cluster().is_empty() {
+            req = req.header(CLUSTER_HEADER, self.auth.cluster());
+        }
+        if let Some(t) = &tag {
+            req = req.header(AUTH_HEADER, &t.header);
+        }
+        let req = req
             .body(Empty::new())
             .map_err(|e| ContactError::Connect(e.to_string()))?;
         let resp = self.http.request(req).await.map_err(|e| {
@@ -207,11 +250,40 @@ impl<N: Network> PeerClient<N> {
             }
         })?;
         let status = resp.status();
+        let answer_tag = resp
+            .headers()
+            .get(AUTH_HEADER)
+            .map(|v| v.to_str().unwrap_or("").to_string());
         let body = Limited::new(resp.into_body(), MAX_BODY)
             .collect()
             .await
             .map_err(|e| ContactError::Body(e.to_string()))?
             .to_bytes();
+        self.check_answer(tag.as_ref(), status, answer_tag.as_deref(), body)
+    }
+
+    /// Accept an answer only if it is authentic: a success, or a 503 (which says the
+    /// peer is leaving and may end a promise), must carry a tag bound to our request
+    /// when we are keyed. Other failures are failures whoever sent them.
+    fn check_answer(
+        &self,
+        tag: Option<&RequestTag>,
+        status: StatusCode,
+        answer_tag: Option<&str>,
+        body: Bytes,
+    ) -> Result<Bytes, ContactError> {
+        if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+            let reason = String::from_utf8_lossy(&body[..body.len().min(200)]);
+            return Err(ContactError::Refused {
+                status,
+                reason: reason.trim().to_string(),
+            });
+        }
+        if status.is_success() || status == StatusCode::SERVICE_UNAVAILABLE {
+            self.auth
+                .verify_answer(tag, status.as_u16(), answer_tag, &body)
+                .map_err(ContactError::Auth)?;
+        }
         if status.is_success() {
             Ok(body)
         } else {

@@ -15,9 +15,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use clap::ValueEnum as _;
 use serde::{Deserialize, Serialize};
 
+use crate::auth::check_cluster_name;
 use crate::core::CoreConfig;
 use crate::wire::{check_addr, AddrError};
 
@@ -64,6 +64,14 @@ pub struct Config {
     pub quorum: usize,
     /// Quorum mode: how long a confirmation lets the leader act (see README).
     pub lease: Duration,
+    /// Cluster name; nodes of different names never merge. `None` = no name (what
+    /// Python nodes have).
+    pub cluster: Option<String>,
+    /// Most connections the HTTP API keeps open.
+    pub max_connections: usize,
+    /// Where to serve the read-only `/ping`, `/diag` and `/metrics` apart from the
+    /// gossip port (which then stops serving `/diag` and `/metrics`).
+    pub admin_bind: Option<SocketAddr>,
 }
 
 impl Config {
@@ -87,6 +95,9 @@ impl Config {
             eligible: defaults::ELIGIBLE,
             quorum: defaults::QUORUM,
             lease: defaults::LEASE,
+            cluster: None,
+            max_connections: defaults::MAX_CONNECTIONS,
+            admin_bind: None,
         }
     }
 
@@ -132,6 +143,24 @@ impl Config {
                 why: "must be at least 10ms".into(),
             });
         }
+        if let Some(name) = &self.cluster {
+            check_cluster_name(name).map_err(|why| ConfigError::Invalid {
+                key: "cluster",
+                why: format!("{name:?}: {why}"),
+            })?;
+        }
+        if self.max_connections < 16 {
+            return Err(ConfigError::Invalid {
+                key: "max_connections",
+                why: "must be at least 16".into(),
+            });
+        }
+        if self.admin_bind == Some(self.bind) {
+            return Err(ConfigError::Invalid {
+                key: "admin_addr",
+                why: "must differ from the gossip address (bind_interface:bind_port)".into(),
+            });
+        }
         let renewal = self.interval + self.request_timeout;
         if self.quorum >= 2 && self.lease < renewal {
             return Err(ConfigError::Invalid {
@@ -159,6 +188,7 @@ impl Config {
             name: self.name.clone(),
             quorum: self.quorum,
             lease: self.lease,
+            cluster: self.cluster.clone(),
             ..CoreConfig::default()
         }
     }
@@ -227,6 +257,11 @@ pub struct FileConfig {
     pub health_check: Option<String>,
     #[serde(default, with = "humantime_serde")]
     pub health_interval: Option<Duration>,
+    pub cluster: Option<String>,
+    pub key_file: Option<PathBuf>,
+    pub accept_unsigned: Option<bool>,
+    pub max_connections: Option<usize>,
+    pub admin_addr: Option<SocketAddr>,
 }
 
 impl FileConfig {
@@ -248,152 +283,9 @@ impl FileConfig {
     }
 }
 
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 250ms, 1s, 1m30s)"))
-}
+mod args;
 
-fn parse_seed(s: &str) -> Result<String, String> {
-    let s = s.trim();
-    check_addr(s).map_err(|why| format!("{s:?} is not a host:port address: {why}"))?;
-    Ok(s.to_string())
-}
-
-/// Flags (and `LES_*` environment variables) for running a node.
-///
-/// Every field is optional so that a value from the config file can fill it; defaults
-/// are applied last by [`RunArgs::resolve`]. The `[default: …]` in each flag's help is
-/// generated from [`defaults`] ([`help_default`]), never typed here.
-#[derive(Debug, Clone, Default, clap::Args)]
-#[command(mut_args(document_default))]
-pub struct RunArgs {
-    /// TOML config file (every key documented in les.toml.example).
-    #[arg(long, env = "LES_CONFIG", value_name = "FILE")]
-    pub config: Option<PathBuf>,
-    /// Interface address the HTTP API binds to.
-    #[arg(long, env = "LES_BIND_INTERFACE", value_name = "IP")]
-    pub bind_interface: Option<IpAddr>,
-    /// Port the HTTP API listens on.
-    #[arg(long, env = "LES_BIND_PORT", value_name = "PORT")]
-    pub bind_port: Option<u16>,
-    /// host:port other nodes use to reach this node; also its identity (required).
-    #[arg(long, env = "LES_ADVERTISE_ADDR", value_name = "HOST:PORT")]
-    pub advertise_addr: Option<String>,
-    /// Comma-separated host:port list of nodes to contact at start (required).
-    #[arg(long, env = "LES_SEEDS", value_name = "LIST", value_delimiter = ',', value_parser = parse_seed)]
-    pub seeds: Option<Vec<String>>,
-    /// Gossip round period in whole seconds (the Python LES flag; prefer --interval).
-    #[arg(
-        long,
-        env = "LES_LOOP_RATE",
-        value_name = "SECONDS",
-        conflicts_with = "interval"
-    )]
-    pub loop_rate: Option<u64>,
-    /// Gossip round period, e.g. 250ms or 2s.
-    #[arg(long, env = "LES_INTERVAL", value_name = "DURATION", value_parser = parse_duration)]
-    pub interval: Option<Duration>,
-    /// Deadline for one request to a peer.
-    #[arg(long, env = "LES_REQUEST_TIMEOUT", value_name = "DURATION", value_parser = parse_duration)]
-    pub request_timeout: Option<Duration>,
-    /// How long a member that timed out stays suspect before removal.
-    #[arg(long, env = "LES_SUSPICION_TIMEOUT", value_name = "DURATION", value_parser = parse_duration)]
-    pub suspicion_timeout: Option<Duration>,
-    /// How long a removed member may not return with its old start time.
-    #[arg(long, env = "LES_REJOIN_HOLDOFF", value_name = "DURATION", value_parser = parse_duration)]
-    pub rejoin_holdoff: Option<Duration>,
-    /// Members contacted per round in large clusters; 0 = all.
-    #[arg(long, env = "LES_FANOUT", value_name = "N")]
-    pub fanout: Option<usize>,
-    /// Whether this node may lead; false makes a witness that only votes.
-    #[arg(long, env = "LES_ELIGIBLE", value_name = "BOOL")]
-    pub eligible: Option<bool>,
-    /// Quorum mode: act as leader only while at least N nodes (this one and witnesses
-    /// included) confirm it; a node that cannot reach N follows nobody. Use a majority
-    /// of the fleet: 2 of 3, 3 of 5. 0 = off
-    #[arg(long, env = "LES_QUORUM", value_name = "N")]
-    pub quorum: Option<usize>,
-    /// Quorum mode: how long a quorum's confirmation lets the leader act; the new leader
-    /// waits it out after a failure
-    #[arg(long, env = "LES_LEASE", value_name = "DURATION", value_parser = parse_duration)]
-    pub lease: Option<Duration>,
-    /// Node name shown in /diag/ and `les status`.
-    #[arg(long, env = "LES_NAME")]
-    pub name: Option<String>,
-    /// Log format; verbosity comes from RUST_LOG (default: info).
-    #[arg(long, env = "LES_LOG_FORMAT", value_enum)]
-    pub log_format: Option<LogFormat>,
-    /// Shell command run when this node becomes leader; a non-zero exit makes it step
-    /// down. Gets LES_ROLE, LES_LEADER, LES_PREVIOUS_LEADER, LES_SELF, LES_TERM.
-    #[arg(long, env = "LES_ON_LEADER", value_name = "COMMAND")]
-    pub on_leader: Option<String>,
-    /// Shell command run when this node stops leading, once at start-up, and by a guard
-    /// process if les dies without leaving (release what on_leader took).
-    #[arg(long, env = "LES_ON_FOLLOWER", value_name = "COMMAND")]
-    pub on_follower: Option<String>,
-    /// Shell command run on every change of leader, and once at start-up.
-    #[arg(long, env = "LES_ON_CHANGE", value_name = "COMMAND")]
-    pub on_change: Option<String>,
-    /// Longest the hook commands of one change, or a health check, may run before they
-    /// are killed and count as failed.
-    #[arg(long, env = "LES_HOOK_TIMEOUT", value_name = "DURATION", value_parser = parse_duration)]
-    pub hook_timeout: Option<Duration>,
-    /// How long a node whose on_leader failed stays ineligible.
-    #[arg(long, env = "LES_STEP_DOWN_COOLDOWN", value_name = "DURATION", value_parser = parse_duration)]
-    pub step_down_cooldown: Option<Duration>,
-    /// Shell command run every --health-interval; while it exits non-zero the node is
-    /// not eligible, and a leader steps down.
-    #[arg(long, env = "LES_HEALTH_CHECK", value_name = "COMMAND")]
-    pub health_check: Option<String>,
-    /// Period of the health check.
-    #[arg(long, env = "LES_HEALTH_INTERVAL", value_name = "DURATION", value_parser = parse_duration)]
-    pub health_interval: Option<Duration>,
-}
-
-/// The default `--help` shows for the flag with clap id `id` (the field name), from
-/// [`defaults`]; `None` for a flag without one.
-fn help_default(id: &str) -> Option<String> {
-    let d = |d: Duration| humantime::format_duration(d).to_string();
-    Some(match id {
-        "bind_interface" => defaults::BIND_INTERFACE.to_string(),
-        "bind_port" => defaults::BIND_PORT.to_string(),
-        "interval" => d(defaults::INTERVAL),
-        "request_timeout" => d(defaults::REQUEST_TIMEOUT),
-        "suspicion_timeout" => d(defaults::SUSPICION_TIMEOUT),
-        "rejoin_holdoff" => d(defaults::REJOIN_HOLDOFF),
-        "fanout" => defaults::FANOUT.to_string(),
-        "eligible" => defaults::ELIGIBLE.to_string(),
-        "quorum" => defaults::QUORUM.to_string(),
-        "lease" => d(defaults::LEASE),
-        "log_format" => LogFormat::default()
-            .to_possible_value()?
-            .get_name()
-            .to_string(),
-        "hook_timeout" => d(defaults::HOOK_TIMEOUT),
-        "step_down_cooldown" => d(defaults::STEP_DOWN_COOLDOWN),
-        "health_interval" => d(defaults::HEALTH_INTERVAL),
-        _ => return None,
-    })
-}
-
-/// Append `[default: …]` to a flag's help. clap's own `default_value` would fill the
-/// field, so a value from the config file could no longer win over the default.
-fn document_default(arg: clap::Arg) -> clap::Arg {
-    let Some(default) = help_default(arg.get_id().as_str()) else {
-        return arg;
-    };
-    let help = arg.get_help().map(|h| format!("{h} [default: {default}]"));
-    let long = arg
-        .get_long_help()
-        .map(|h| format!("{h} [default: {default}]"));
-    let arg = match help {
-        Some(h) => arg.help(h),
-        None => arg,
-    };
-    match long {
-        Some(h) => arg.long_help(h),
-        None => arg,
-    }
-}
+pub use args::RunArgs;
 
 /// Hook commands, health check and their timings (the `les` binary's settings around
 /// the node, wired by [`crate::daemon`]; library users call
@@ -461,12 +353,23 @@ impl HookConfig {
     }
 }
 
+/// Where the keys come from (the `les` binary's settings; library users pass
+/// [`crate::auth::Settings`] to [`crate::node::NodeBuilder::auth`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct KeyConfig {
+    /// The keyring file, or `None` to run unkeyed.
+    pub key_file: Option<PathBuf>,
+    /// With a key file, also accept unsigned requests and answers (key rollout).
+    pub accept_unsigned: bool,
+}
+
 /// Everything `les` needs to run a node: the node config and process-level settings.
 /// [`crate::daemon::node_builder`] turns it into a node.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Resolved {
     pub config: Config,
     pub hooks: HookConfig,
+    pub keys: KeyConfig,
     pub log_format: LogFormat,
 }
 
@@ -553,6 +456,11 @@ layer! {
     step_down_cooldown: Duration,
     health_check: String,
     health_interval: Duration,
+    cluster: String,
+    key_file: PathBuf,
+    accept_unsigned: bool,
+    max_connections: usize,
+    admin_addr: SocketAddr,
 }
 
 impl Layer {
@@ -584,6 +492,9 @@ impl Layer {
             eligible: self.eligible.unwrap_or(defaults::ELIGIBLE),
             quorum: self.quorum.unwrap_or(defaults::QUORUM),
             lease: self.lease.unwrap_or(defaults::LEASE),
+            cluster: self.cluster.filter(|c| !c.is_empty()),
+            max_connections: self.max_connections.unwrap_or(defaults::MAX_CONNECTIONS),
+            admin_bind: self.admin_addr,
         };
         config.validate()?;
         let hooks = HookConfig {
@@ -598,9 +509,20 @@ impl Layer {
             health_interval: self.health_interval.unwrap_or(defaults::HEALTH_INTERVAL),
         };
         hooks.validate()?;
+        let keys = KeyConfig {
+            key_file: self.key_file,
+            accept_unsigned: self.accept_unsigned.unwrap_or(false),
+        };
+        if keys.accept_unsigned && keys.key_file.is_none() {
+            return Err(ConfigError::Invalid {
+                key: "accept_unsigned",
+                why: "needs key_file (it is the switch for rolling a key out)".into(),
+            });
+        }
         Ok(Resolved {
             config,
             hooks,
+            keys,
             log_format: self.log_format.unwrap_or_default(),
         })
     }

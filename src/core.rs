@@ -43,6 +43,14 @@
 //!    change. Followers vote with their term, so a new leader's term is at least every
 //!    voter's, and the leader's term is a fencing token.
 //!
+//! Peers are not trusted to be sane. A non-member that announces itself is fetched back
+//! only within bounds ([`MAX_ANNOUNCE_FETCHES`] outstanding, a token bucket of
+//! [`ANNOUNCE_BURST`] refilled at [`ANNOUNCE_REFILL_PER_SEC`]); the excess is dropped and
+//! counted ([`Core::announces_dropped`]). A state whose term is more than
+//! [`MAX_TERM_LEAD_SECS`] ahead of this node's wall clock is handled as a
+//! [`Failure::BadResponse`] from its sender and counted ([`Core::terms_rejected`]), so
+//! no peer can freeze or jump the terms; term arithmetic on peer values saturates.
+//!
 //! To converge in round trips rather than rounds, a node whose vote changes fetches from
 //! every member at once ("gossip on change"), and a node waiting for confirmation fetches
 //! from any member that contacts it.
@@ -62,8 +70,9 @@ use rand::SeedableRng;
 
 use crate::wire::{Diag, MemberInfo, PeerState};
 use lease::QuorumState;
-pub use lease::CLOCK_RATE_BOUND;
-use membership::{Member, Tombstone};
+pub use lease::{CLOCK_RATE_BOUND, MAX_TERM_LEAD_SECS};
+use membership::{AnnounceLimit, Member, Tombstone};
+pub use membership::{ANNOUNCE_BURST, ANNOUNCE_REFILL_PER_SEC, MAX_ANNOUNCE_FETCHES};
 pub use types::{Action, CoreConfig, Event, Failure, LeaderChange, RemoveReason};
 
 /// The membership and election state machine of one node. See the module docs.
@@ -115,6 +124,10 @@ pub struct Core {
     /// When this node last resumed from a pause: members not heard from since do not
     /// count toward its quorum.
     resumed_at: Option<Duration>,
+    /// Bounds on fetching back callers that are not members (see `membership`).
+    announce: AnnounceLimit,
+    /// States rejected for a term implausibly far ahead of the wall clock.
+    terms_rejected: u64,
 }
 
 impl Core {
@@ -165,6 +178,8 @@ impl Core {
             quorum,
             isolated: false,
             resumed_at: None,
+            announce: AnnounceLimit::default(),
+            terms_rejected: 0,
         }
     }
 
@@ -216,6 +231,20 @@ impl Core {
         }
     }
 
+    /// Announcements by non-members dropped so far because fetching them back would have
+    /// exceeded [`MAX_ANNOUNCE_FETCHES`] or the [`ANNOUNCE_BURST`] /
+    /// [`ANNOUNCE_REFILL_PER_SEC`] rate (for `/metrics`).
+    pub fn announces_dropped(&self) -> u64 {
+        self.announce.dropped
+    }
+
+    /// States rejected so far because their term was more than [`MAX_TERM_LEAD_SECS`]
+    /// ahead of this node's wall clock (for `/metrics`); each was handled as a
+    /// [`Failure::BadResponse`] from its sender.
+    pub fn terms_rejected(&self) -> u64 {
+        self.terms_rejected
+    }
+
     /// Whether `addr` is a member.
     pub fn is_member(&self, addr: &str) -> bool {
         self.members.contains_key(addr)
@@ -241,6 +270,7 @@ impl Core {
             leaving: self.leaving,
             name: self.cfg.name.clone(),
             version: Some(concat!("les/", env!("CARGO_PKG_VERSION")).to_string()),
+            cluster: self.cfg.cluster.clone(),
         }
     }
 
@@ -288,16 +318,15 @@ impl Core {
         match event {
             Event::Tick { wall } => self.on_tick(now, wall, &mut out),
             Event::StateReceived { from, state } => {
-                self.on_state(now, from.clone(), state, &mut out);
-                self.fetch_done(&from, &mut out);
+                if self.plausible_term(&from, state.term) {
+                    self.on_state(now, from.clone(), state, &mut out);
+                    self.fetch_done(&from, &mut out);
+                } else {
+                    self.contact_failed(now, from, Failure::BadResponse, &mut out);
+                }
             }
             Event::ContactFailed { addr, failure } => {
-                self.on_failure(now, addr.clone(), failure, &mut out);
-                // Only members are worth asking again; a seed that is down waits a round.
-                if !self.members.contains_key(&addr) {
-                    self.refetch.remove(&addr);
-                }
-                self.fetch_done(&addr, &mut out);
+                self.contact_failed(now, addr, failure, &mut out);
             }
             Event::ProbeAnswered { target, reachable } => {
                 if reachable {

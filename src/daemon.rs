@@ -1,5 +1,6 @@
 //! Wiring for daemons: a [`Resolved`] configuration turned into a node builder with the
-//! shell-command hooks, health check and crash guard it names.
+//! shell-command hooks, health check, keyring and crash guard it names, and the signals
+//! a daemon answers (SIGTERM/SIGINT leave, SIGHUP reloads the keyring).
 //!
 //! This lives apart from [`crate::config`] so that the configuration stays a plain
 //! description (it imports neither the runtime nor the command runner); the `les`
@@ -9,10 +10,11 @@
 
 use std::time::Duration;
 
+use crate::auth::{Keyring, KeyringError, Settings};
 use crate::commands::{CommandHealthCheck, CommandHooks, CrashGuard};
-use crate::config::{HookConfig, Resolved};
+use crate::config::{HookConfig, KeyConfig, Resolved};
 use crate::net::TokioNetwork;
-use crate::node::{Node, NodeBuilder};
+use crate::node::{Node, NodeBuilder, NodeHandle};
 
 /// The configured hook commands as a handler (empty if none is set).
 pub fn command_hooks(hooks: &HookConfig) -> CommandHooks {
@@ -29,9 +31,31 @@ pub fn command_hooks(hooks: &HookConfig) -> CommandHooks {
     commands
 }
 
-/// A node builder with everything `resolved` configures: timings, the hook commands (if
-/// any) and the health check (if any). Add handlers of your own before `start`.
-pub fn node_builder(resolved: &Resolved) -> NodeBuilder<TokioNetwork> {
+/// The keyring `keys` names, read now (unkeyed without a key file). Warns if the file
+/// can be read by other users.
+pub fn load_auth(keys: &KeyConfig) -> Result<Settings, KeyringError> {
+    let Some(path) = &keys.key_file else {
+        return Ok(Settings::default());
+    };
+    let keyring = Keyring::load(path)?;
+    #[cfg(unix)]
+    if let Ok(meta) = std::fs::metadata(path) {
+        use std::os::unix::fs::PermissionsExt as _;
+        if meta.permissions().mode() & 0o077 != 0 {
+            tracing::warn!(path = %path.display(),
+                "key file is readable by other users: chmod 600 it");
+        }
+    }
+    Ok(Settings {
+        keyring: Some(keyring),
+        accept_unsigned: keys.accept_unsigned,
+    })
+}
+
+/// A node builder with everything `resolved` configures: timings, the keyring (read
+/// now), the hook commands (if any) and the health check (if any). Add handlers of
+/// your own before `start`.
+pub fn node_builder(resolved: &Resolved) -> Result<NodeBuilder<TokioNetwork>, KeyringError> {
     let h = &resolved.hooks;
     // The commands of one change share `hook_timeout` and kill themselves at its end;
     // the node's own limit on the call is a backstop that must not cut them short.
@@ -48,7 +72,33 @@ pub fn node_builder(resolved: &Resolved) -> NodeBuilder<TokioNetwork> {
             h.health_interval,
         );
     }
-    builder
+    Ok(builder.auth(load_auth(&resolved.keys)?))
+}
+
+/// Answer signals until one asks the node to stop, and return its name: SIGTERM and
+/// SIGINT stop; SIGHUP calls `reload` for the new key settings and installs them, or
+/// logs why not and keeps the old ones.
+pub async fn handle_signals(
+    node: &NodeHandle,
+    reload: impl Fn() -> Result<KeyConfig, String>,
+) -> std::io::Result<&'static str> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => return Ok("SIGTERM"),
+            _ = int.recv() => return Ok("SIGINT"),
+            _ = hup.recv() => {
+                match reload().and_then(|keys| load_auth(&keys).map_err(|e| e.to_string())) {
+                    Ok(settings) => node.reload_auth(settings),
+                    Err(why) => tracing::error!(error = %why,
+                        "SIGHUP: cannot reload the keyring; keeping the current one"),
+                }
+            }
+        }
+    }
 }
 
 /// The crash guard for the `on_follower` command, if one is set: it runs the command if

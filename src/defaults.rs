@@ -39,3 +39,7 @@ pub const HOOK_TIMEOUT: Duration = Duration::from_secs(10);
 pub const STEP_DOWN_COOLDOWN: Duration = Duration::from_secs(30);
 /// Period of the health check command.
 pub const HEALTH_INTERVAL: Duration = Duration::from_secs(2);
+/// Most connections the HTTP API keeps open. A peer holds at most two pooled
+/// connections to each node, so this is room for a 500-node cluster with margin; a
+/// silent connection costs about a kilobyte.
+pub const MAX_CONNECTIONS: usize = 1024;

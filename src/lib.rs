@@ -51,6 +51,7 @@
 //! ```
 
 pub mod api;
+pub mod auth;
 pub mod client;
 pub mod commands;
 pub mod config;

@@ -6,6 +6,8 @@
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::auth::Rejection;
+
 /// Per-node counters. All counts are since the node started.
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -27,6 +29,13 @@ pub struct Metrics {
     pub term: AtomicU64,
     /// 1 while this node is the leader.
     pub is_leader: AtomicU64,
+    /// Requests refused by authentication or cluster name, by reason (in the order of
+    /// [`Rejection::ALL`]).
+    pub refused: [AtomicU64; Rejection::ALL.len()],
+    /// Connections currently open to the HTTP API.
+    pub connections_open: AtomicU64,
+    /// Connections closed at once because the cap was reached.
+    pub connections_shed: AtomicU64,
 }
 
 /// A point-in-time copy of [`Metrics`].
@@ -41,6 +50,10 @@ pub struct MetricsSnapshot {
     pub members: u64,
     pub term: u64,
     pub is_leader: u64,
+    /// All refused requests, whatever the reason.
+    pub requests_refused: u64,
+    pub connections_open: u64,
+    pub connections_shed: u64,
 }
 
 impl Metrics {
@@ -50,6 +63,13 @@ impl Metrics {
 
     pub(crate) fn set(gauge: &AtomicU64, v: u64) {
         gauge.store(v, Ordering::Relaxed);
+    }
+
+    /// Count a refused request.
+    pub(crate) fn count_rejection(&self, why: Rejection) {
+        if let Some(i) = Rejection::ALL.iter().position(|r| *r == why) {
+            Metrics::add(&self.refused[i], 1);
+        }
     }
 
     /// Copy every counter.
@@ -65,6 +85,9 @@ impl Metrics {
             members: g(&self.members),
             term: g(&self.term),
             is_leader: g(&self.is_leader),
+            requests_refused: self.refused.iter().map(g).sum(),
+            connections_open: g(&self.connections_open),
+            connections_shed: g(&self.connections_shed),
         }
     }
 
@@ -72,7 +95,7 @@ impl Metrics {
     pub fn render(&self) -> String {
         let s = self.snapshot();
         let mut out = String::new();
-        let rows: [(&str, &str, &str, u64); 9] = [
+        let rows: [(&str, &str, &str, u64); 11] = [
             (
                 "les_requests_sent_total",
                 "counter",
@@ -122,12 +145,33 @@ impl Metrics {
                 "1 if this node is the leader.",
                 s.is_leader,
             ),
+            (
+                "les_connections_open",
+                "gauge",
+                "Connections open to the HTTP API.",
+                s.connections_open,
+            ),
+            (
+                "les_connections_shed_total",
+                "counter",
+                "Connections closed at once because the connection cap was reached.",
+                s.connections_shed,
+            ),
         ];
         for (name, kind, help, value) in rows {
             let _ = writeln!(
                 out,
                 "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
             );
+        }
+        let name = "les_requests_refused_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Requests refused by authentication or cluster name.\n# TYPE {name} counter"
+        );
+        for (why, n) in Rejection::ALL.iter().zip(&self.refused) {
+            let (reason, n) = (why.label(), n.load(Ordering::Relaxed));
+            let _ = writeln!(out, "{name}{{reason=\"{reason}\"}} {n}");
         }
         out
     }

@@ -26,11 +26,11 @@ pub trait Network: Clone + Send + Sync + 'static {
     fn bind(&self, addr: SocketAddr) -> impl Future<Output = io::Result<Self::Listener>> + Send;
     /// The address a listener is bound to (useful with port 0).
     fn local_addr(&self, listener: &Self::Listener) -> io::Result<SocketAddr>;
-    /// Accept the next connection.
+    /// Accept the next connection, with the address it comes from (for logs).
     fn accept(
         &self,
         listener: &Self::Listener,
-    ) -> impl Future<Output = io::Result<Self::Stream>> + Send;
+    ) -> impl Future<Output = io::Result<(Self::Stream, SocketAddr)>> + Send;
     /// Connect to `host:port`, resolving the host name as this network does.
     fn connect(&self, addr: String) -> impl Future<Output = io::Result<Self::Stream>> + Send;
 }
@@ -51,10 +51,10 @@ impl Network for TokioNetwork {
         listener.local_addr()
     }
 
-    async fn accept(&self, listener: &Self::Listener) -> io::Result<Self::Stream> {
-        let (stream, _) = listener.accept().await?;
+    async fn accept(&self, listener: &Self::Listener) -> io::Result<(Self::Stream, SocketAddr)> {
+        let (stream, peer) = listener.accept().await?;
         let _ = stream.set_nodelay(true);
-        Ok(stream)
+        Ok((stream, peer))
     }
 
     async fn connect(&self, addr: String) -> io::Result<Self::Stream> {

@@ -31,8 +31,10 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::api::{self, Api, Inbound, PublishedCell};
-use crate::client::PeerClient;
+use crate::api::listen::{self, Slots};
+use crate::api::{Api, Inbound, Listener, PublishedCell, RefusalLog};
+use crate::auth::{Auth, Settings};
+use crate::client::{ClientLinks, PeerClient};
 use crate::config::{defaults, Config, ConfigError};
 use crate::core::{Action, Core, Event, LeaderChange};
 use crate::hooks::{self, Dispatch, DynHealthCheck, Handlers, HealthCheck, LeaderChanged};
@@ -99,6 +101,7 @@ impl Node {
             observer: None,
             clock_rate: 1.0,
             gate: PauseGate::default(),
+            auth: Settings::default(),
         }
     }
 }
@@ -117,6 +120,7 @@ pub struct NodeBuilder<N: Network> {
     /// Rate of the node's monotonic clock (the simulator's fast or slow machines).
     clock_rate: f64,
     gate: PauseGate,
+    auth: Settings,
 }
 
 impl<N: Network> NodeBuilder<N> {
@@ -134,7 +138,15 @@ impl<N: Network> NodeBuilder<N> {
             observer: self.observer,
             clock_rate: self.clock_rate,
             gate: self.gate,
+            auth: self.auth,
         }
+    }
+
+    /// Authenticate every request and answer between nodes with `settings`' keyring
+    /// (see [`crate::auth`]); replace them later with [`NodeHandle::reload_auth`].
+    pub fn auth(mut self, settings: Settings) -> Self {
+        self.auth = settings;
+        self
     }
 
     /// Take the start time (seniority) from another wall clock.
@@ -209,7 +221,11 @@ impl<N: Network> NodeBuilder<N> {
     /// Validate the configuration, bind the listener and start the node's tasks.
     pub async fn start(self) -> Result<NodeHandle, NodeError> {
         self.config.validate()?;
-        let (listener, local_addr) = self.bind().await?;
+        let (listener, local_addr) = self.bind(self.config.bind).await?;
+        let admin = match self.config.admin_bind {
+            Some(addr) => Some(self.bind(addr).await?),
+            None => None,
+        };
         // Know our health before anyone can hear from us: a node that gossiped
         // `eligible` first and failed its check a moment later would make the cluster
         // elect twice.
@@ -229,12 +245,12 @@ impl<N: Network> NodeBuilder<N> {
             "les node started"
         );
         log_quorum_setting(cfg);
-        Ok(self.spawn(core, healthy.is_ok(), listener, local_addr))
+        log_auth_setting(cfg, &self.auth);
+        Ok(self.spawn(core, healthy.is_ok(), (listener, local_addr), admin))
     }
 
-    /// Bind the HTTP listener; also returns the address it got (resolves port 0).
-    async fn bind(&self) -> Result<(N::Listener, SocketAddr), NodeError> {
-        let addr = self.config.bind;
+    /// Bind an HTTP listener; also returns the address it got (resolves port 0).
+    async fn bind(&self, addr: SocketAddr) -> Result<(N::Listener, SocketAddr), NodeError> {
         let error = |source| NodeError::Bind { addr, source };
         let listener = self.net.bind(addr).await.map_err(error)?;
         let local_addr = self.net.local_addr(&listener).map_err(error)?;
@@ -309,8 +325,8 @@ impl<N: Network> NodeBuilder<N> {
         mut self,
         core: Core,
         healthy: bool,
-        listener: N::Listener,
-        local_addr: SocketAddr,
+        (listener, local_addr): (N::Listener, SocketAddr),
+        admin: Option<(N::Listener, SocketAddr)>,
     ) -> NodeHandle {
         let timing = self.timing();
         let tracker = TaskTracker::new();
@@ -320,11 +336,19 @@ impl<N: Network> NodeBuilder<N> {
         let cfg = self.config;
         let metrics = Arc::new(Metrics::default());
         let (lost_tx, lost_rx) = mpsc::unbounded_channel();
-        let client = PeerClient::with_loss_reports(
+        let auth = Arc::new(Auth::new(
+            cfg.cluster.clone().unwrap_or_default(),
+            std::mem::take(&mut self.auth),
+        ));
+        let client = PeerClient::for_node(
             self.net.clone(),
             cfg.request_timeout,
-            metrics.clone(),
-            lost_tx,
+            ClientLinks {
+                metrics: metrics.clone(),
+                lost: Some(lost_tx),
+                auth: auth.clone(),
+                clock: self.clock.clone(),
+            },
         );
         let (inbound_tx, inbound_rx) = mpsc::channel(1024);
         let (results_tx, results_rx) = mpsc::unbounded_channel();
@@ -349,14 +373,29 @@ impl<N: Network> NodeBuilder<N> {
             inbound: inbound_tx.clone(),
             client: client.clone(),
             metrics: metrics.clone(),
+            auth: auth.clone(),
+            clock: self.clock.clone(),
+            admin_elsewhere: admin.is_some(),
+            refusals: RefusalLog::default(),
         });
-        tracker.spawn(api::serve(
-            self.net.clone(),
-            listener,
-            api,
-            server_stop.clone(),
-            tracker.clone(),
-        ));
+        // The admin listener has its own (small) cap, so a flood of the gossip port
+        // does not lock out monitoring, nor the other way round.
+        let mut listeners = vec![(listener, Listener::Gossip, cfg.max_connections)];
+        let admin_addr = admin.map(|(l, addr)| {
+            listeners.push((l, Listener::Admin, ADMIN_MAX_CONNECTIONS));
+            addr
+        });
+        for (l, kind, cap) in listeners {
+            tracker.spawn(listen::serve(
+                self.net.clone(),
+                l,
+                kind,
+                api.clone(),
+                Slots::new(cap),
+                server_stop.clone(),
+                tracker.clone(),
+            ));
+        }
 
         let links = Links {
             me: cfg.advertise_addr.clone(),
@@ -380,6 +419,8 @@ impl<N: Network> NodeBuilder<N> {
         NodeHandle {
             addr: cfg.advertise_addr,
             local_addr,
+            admin_addr,
+            auth,
             leader_rx,
             inbound: inbound_tx,
             stop,
@@ -394,6 +435,8 @@ impl<N: Network> NodeBuilder<N> {
 pub struct NodeHandle {
     addr: String,
     local_addr: SocketAddr,
+    admin_addr: Option<SocketAddr>,
+    auth: Arc<Auth>,
     leader_rx: watch::Receiver<LeaderView>,
     inbound: mpsc::Sender<Inbound>,
     stop: CancellationToken,
@@ -415,6 +458,19 @@ impl NodeHandle {
     /// The address the HTTP API actually listens on (resolves port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The address the admin listener is bound to, if there is one.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
+    }
+
+    /// Replace the keyring and the rollout switch (a SIGHUP reload). Requests already
+    /// in flight finish under the old settings; the next ones use the new. Nothing else
+    /// changes: no leader change, no membership change.
+    pub fn reload_auth(&self, settings: Settings) {
+        log_auth_setting_change(&settings);
+        self.auth.install(settings);
     }
 
     /// The current leader, if any.
@@ -462,6 +518,33 @@ impl NodeHandle {
 
 /// Say at start-up what a surprising quorum setting means. Both are allowed (a fleet
 /// may be growing into its quorum), so they are log lines, not configuration errors.
+/// Connections the admin listener keeps open (monitoring needs few).
+const ADMIN_MAX_CONNECTIONS: usize = 64;
+
+/// Say at start-up how requests are authenticated.
+fn log_auth_setting(cfg: &Config, settings: &Settings) {
+    let cluster = cfg.cluster.as_deref().unwrap_or("");
+    match &settings.keyring {
+        None => tracing::info!(
+            cluster,
+            "no key file: requests between nodes are not authenticated (see SECURITY.md)"
+        ),
+        Some(ring) => tracing::info!(cluster, keys = ring.len(), signing_key = %ring.fingerprint(),
+            accept_unsigned = settings.accept_unsigned, "requests between nodes are authenticated"),
+    }
+    if settings.accept_unsigned && settings.keyring.is_some() {
+        tracing::warn!("accept_unsigned is on: unsigned requests are still accepted; turn it off once every node has the key");
+    }
+}
+
+fn log_auth_setting_change(settings: &Settings) {
+    match &settings.keyring {
+        None => tracing::warn!("keyring reloaded: now unkeyed"),
+        Some(ring) => tracing::info!(keys = ring.len(), signing_key = %ring.fingerprint(),
+            accept_unsigned = settings.accept_unsigned, "keyring reloaded"),
+    }
+}
+
 fn log_quorum_setting(cfg: &Config) {
     if cfg.quorum == 1 {
         tracing::warn!("quorum 1 is the same as off");

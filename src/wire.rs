@@ -47,6 +47,10 @@ pub struct PeerState {
     /// Software and version, e.g. `les/0.1.0`. Absent from Python nodes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
+    /// The node's cluster name (`--cluster`); absent when it has none, as from Python
+    /// nodes. Nodes only merge with nodes of their own cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
 }
 
 fn yes() -> bool {
@@ -88,6 +92,8 @@ pub enum InvalidState {
     StartTime(f64),
     #[error("`members` has {0} entries, more than the {MAX_MEMBERS} accepted")]
     TooManyMembers(usize),
+    #[error("`cluster` {0:?} is not a valid cluster name")]
+    Cluster(String),
     #[error("`{field}` holds an invalid address {addr:?}: {why}")]
     Address {
         field: &'static str,
@@ -115,6 +121,11 @@ impl PeerState {
         }
         if let Some(l) = &self.leader {
             check_addr(l).map_err(|why| bad("leader", l, why))?;
+        }
+        if let Some(c) = &self.cluster {
+            if crate::auth::check_cluster_name(c).is_err() {
+                return Err(InvalidState::Cluster(c.chars().take(80).collect()));
+            }
         }
         Ok(())
     }
@@ -261,6 +272,7 @@ mod tests {
             leaving: false,
             name: None,
             version: None,
+            cluster: None,
         };
         let json = serde_json::to_value(&s).unwrap();
         assert_eq!(json["leader"], serde_json::Value::Bool(false));
@@ -326,6 +338,7 @@ mod roundtrip_tests {
                 leaving: false,
                 name: None,
                 version: None,
+                cluster: None,
             };
             let back = PeerState::from_json(&serde_json::to_vec(&s).unwrap()).unwrap();
             assert_eq!(

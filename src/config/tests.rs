@@ -1,5 +1,6 @@
 //! Tests of the configuration: merging, precedence, validation and the example file.
 
+use super::args::help_default;
 use super::*;
 
 fn args() -> RunArgs {
@@ -135,7 +136,7 @@ fn the_help_shows_each_default_once_from_the_constants() {
             None => assert!(!help.contains("[default:"), "typed by hand: {help}"),
         }
     }
-    assert_eq!(documented, 14);
+    assert_eq!(documented, 16);
     assert_eq!(help_default("interval").as_deref(), Some("1s"));
 }
 
@@ -145,18 +146,22 @@ fn the_example_file_parses_and_sets_every_key() {
     let file = FileConfig::parse(text).unwrap();
     let json = serde_json::to_value(&file).unwrap();
     let obj = json.as_object().unwrap();
-    // `loop_rate` is the Python alias of `interval`; the example documents it in a
-    // comment, since giving both is an error.
+    // `loop_rate` is the Python alias of `interval`, and giving both is an error;
+    // `key_file` and `admin_addr` have no default value and switch features on. The
+    // example documents them in comments.
+    let commented = ["loop_rate", "key_file", "admin_addr"];
     let unset: Vec<&String> = obj
         .iter()
-        .filter(|(k, v)| v.is_null() && *k != "loop_rate")
+        .filter(|(k, v)| v.is_null() && !commented.contains(&k.as_str()))
         .map(|(k, _)| k)
         .collect();
     assert!(unset.is_empty(), "les.toml.example does not set {unset:?}");
-    assert!(
-        text.contains("# loop_rate"),
-        "les.toml.example must mention loop_rate"
-    );
+    for key in commented {
+        assert!(
+            text.contains(&format!("# {key} =")),
+            "les.toml.example must mention {key}"
+        );
+    }
     args().resolve_with(file).unwrap();
 }
 
@@ -177,6 +182,38 @@ fn the_example_file_shows_the_defaults() {
     assert_eq!(f.hook_timeout, Some(defaults::HOOK_TIMEOUT));
     assert_eq!(f.step_down_cooldown, Some(defaults::STEP_DOWN_COOLDOWN));
     assert_eq!(f.health_interval, Some(defaults::HEALTH_INTERVAL));
+    assert_eq!(f.max_connections, Some(defaults::MAX_CONNECTIONS));
+    assert_eq!(f.accept_unsigned, Some(false));
+}
+
+#[test]
+fn trust_settings_are_checked_and_name_the_key() {
+    let err = |a: RunArgs| {
+        a.resolve_with(FileConfig::default())
+            .unwrap_err()
+            .to_string()
+    };
+    let mut a = args();
+    a.cluster = Some("prod eu".into());
+    assert!(err(a).contains("`cluster`"));
+    let mut a = args();
+    a.accept_unsigned = Some(true);
+    assert!(err(a).contains("`accept_unsigned` needs key_file"));
+    let mut a = args();
+    a.max_connections = Some(3);
+    assert!(err(a).contains("`max_connections`"));
+    let file =
+        FileConfig::parse("cluster = \"prod\"\nkey_file = \"/k\"\nadmin_addr = \"127.0.0.1:9\"\n")
+            .unwrap();
+    let r = args().resolve_with(file).unwrap();
+    assert_eq!(r.config.cluster.as_deref(), Some("prod"));
+    assert_eq!(r.keys.key_file.as_deref(), Some(std::path::Path::new("/k")));
+    assert_eq!(r.config.admin_bind, Some("127.0.0.1:9".parse().unwrap()));
+    // An empty name is no name, as Python nodes have.
+    let r = args()
+        .resolve_with(FileConfig::parse("cluster = \"\"\n").unwrap())
+        .unwrap();
+    assert_eq!(r.config.cluster, None);
 }
 
 #[test]

@@ -9,6 +9,23 @@ use rand::seq::IteratorRandom;
 use super::{Action, Core, Failure, RemoveReason};
 
 impl Core {
+    /// A fetch to `addr` failed (or its answer was rejected): handle the failure, then
+    /// complete the fetch.
+    pub(super) fn contact_failed(
+        &mut self,
+        now: Duration,
+        addr: String,
+        failure: Failure,
+        out: &mut Vec<Action>,
+    ) {
+        self.on_failure(now, addr.clone(), failure, out);
+        // Only members are worth asking again; a seed that is down waits a round.
+        if !self.members.contains_key(&addr) {
+            self.refetch.remove(&addr);
+        }
+        self.fetch_done(&addr, out);
+    }
+
     pub(super) fn on_failure(
         &mut self,
         now: Duration,

@@ -44,6 +44,19 @@ pub(super) fn promise_for(lease: Duration) -> Duration {
     lease.mul_f64((1.0 + CLOCK_RATE_BOUND) / (1.0 - CLOCK_RATE_BOUND))
 }
 
+/// How far a received term may lead this node's wall clock, in seconds, before the
+/// state carrying it is rejected as a bad response. Terms are fencing tokens: a claim
+/// takes `max(highest term known + 1, wall-clock seconds)`, and default mode counts
+/// leader changes from 0. So an honest term is either a small count or about its
+/// claimant's wall clock, plus one per claim that had to outbid another: a day covers
+/// clock skew far beyond what the protocol tolerates anyway (seniority is wall-clock
+/// start time; the simulator's catalogue runs a node an hour behind) and more outbid
+/// claims than a real history makes. Without a bound a peer sending `u64::MAX` would
+/// freeze every term at the top (no later claim could exceed it), and one sending
+/// `999999999999` would make every later fencing token meaningless to the systems
+/// that compare them.
+pub const MAX_TERM_LEAD_SECS: u64 = 86_400;
+
 /// A claim whose term lags the wall clock's seconds by more than this is renewed.
 const CLAIM_MAX_AGE_SECS: u64 = 2;
 
@@ -370,6 +383,23 @@ impl Core {
             Some((at, wall)) => wall + self.now.saturating_sub(at).as_secs_f64(),
             None => self.start_time,
         }
+    }
+
+    /// Whether `term`, received from `from`, is no more than [`MAX_TERM_LEAD_SECS`]
+    /// ahead of the wall clock; if not, warn and count the rejection.
+    pub(super) fn plausible_term(&mut self, from: &str, term: u64) -> bool {
+        let limit = self.wall_secs().saturating_add(MAX_TERM_LEAD_SECS);
+        if term <= limit {
+            return true;
+        }
+        self.terms_rejected = self.terms_rejected.saturating_add(1);
+        tracing::warn!(
+            peer = from,
+            term,
+            limit,
+            "rejecting state from {from}: term {term} is implausibly far ahead of the wall clock"
+        );
+        false
     }
 
     /// [`Core::wall_now`] in whole seconds (0 for a clock before the epoch).

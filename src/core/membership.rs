@@ -40,6 +40,61 @@ pub(super) struct Tombstone {
 /// from a peer cannot make us open thousands of connections in one go.
 const MAX_JOIN_FETCHES: usize = 64;
 
+/// Most fetch-backs of announced non-members (callers of `GET /state/{addr}` that are
+/// not members) outstanding at once. Anyone can announce any address, so without a
+/// bound an outsider could make this node open connections to as many addresses as it
+/// likes. A real join costs one fetch-back per joining node, answered within a round
+/// trip. 64, the same as `MAX_JOIN_FETCHES` for addresses learned from lists, lets a
+/// cold start of 65 nodes, each announcing itself to every other at once, go through
+/// without a drop (the simulator's 50-node scenario does exactly that); outside a cold
+/// start a cluster sees a join or two at a time. A caller whose announcement is dropped
+/// is not lost: it announces again at its next round, and members' lists name it too.
+pub const MAX_ANNOUNCE_FETCHES: usize = 64;
+
+/// Burst of the token bucket that rate-limits fetch-backs of announced non-members:
+/// this many may start at once after a quiet spell (sized like
+/// [`MAX_ANNOUNCE_FETCHES`], for the same cold start).
+pub const ANNOUNCE_BURST: f64 = 64.0;
+
+/// Refill rate of that bucket, in fetch-backs per second of the core's monotonic time.
+/// Sustained, 8 new nodes a second, every second, is far above any real cluster's
+/// joins (each node's start costs a peer one fetch-back), while it caps the connections
+/// an outsider can direct at third parties through this node at 8 a second.
+pub const ANNOUNCE_REFILL_PER_SEC: f64 = 8.0;
+
+/// Bounds on fetching back announced non-members, and what they dropped.
+#[derive(Debug, Clone, Default)]
+pub(super) struct AnnounceLimit {
+    /// Non-members fetched back on their announcement, possibly still outstanding
+    /// (pruned to those still in flight and not members before each use).
+    pub(super) pending: HashSet<String>,
+    /// Tokens left, and when they were last counted (`None`: never, a full bucket).
+    tokens: f64,
+    refilled: Option<Duration>,
+    /// Announcements dropped by either bound.
+    pub(super) dropped: u64,
+}
+
+impl AnnounceLimit {
+    /// Refill the bucket up to `now`, then take one token if there is one.
+    fn take_token(&mut self, now: Duration) -> bool {
+        self.tokens = match self.refilled {
+            None => ANNOUNCE_BURST,
+            Some(at) => {
+                let gained = now.saturating_sub(at).as_secs_f64() * ANNOUNCE_REFILL_PER_SEC;
+                (self.tokens + gained).min(ANNOUNCE_BURST)
+            }
+        };
+        self.refilled = Some(now);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
 impl Core {
     pub(super) fn on_tick(&mut self, now: Duration, wall: f64, out: &mut Vec<Action>) {
         if self.leaving {
@@ -197,8 +252,9 @@ impl Core {
             return;
         }
         match self.members.get(&addr) {
-            // Unknown caller: fetch its state, which adds it if it answers (rule 3).
-            None => self.fetch(addr, out),
+            // Unknown caller: fetch its state, which adds it if it answers (rule 3),
+            // within the bounds on such fetch-backs.
+            None => self.fetch_back(addr, out),
             Some(m) => {
                 let waiting_for_votes = self.awaiting_votes();
                 let stale_vote = m
@@ -215,6 +271,23 @@ impl Core {
                 }
             }
         }
+    }
+
+    /// Fetch back `addr`, a non-member that announced itself, unless that would exceed
+    /// [`MAX_ANNOUNCE_FETCHES`] outstanding or the token bucket: then drop and count it.
+    fn fetch_back(&mut self, addr: String, out: &mut Vec<Action>) {
+        let (in_flight, members) = (&self.in_flight, &self.members);
+        let limit = &mut self.announce;
+        limit
+            .pending
+            .retain(|a| in_flight.contains(a) && !members.contains_key(a));
+        let room = limit.pending.len() < MAX_ANNOUNCE_FETCHES || limit.pending.contains(&addr);
+        if !(room && limit.take_token(self.now)) {
+            limit.dropped = limit.dropped.saturating_add(1);
+            return;
+        }
+        limit.pending.insert(addr.clone());
+        self.fetch(addr, out);
     }
 
     pub(super) fn on_leave(&mut self, out: &mut Vec<Action>) {

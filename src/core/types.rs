@@ -27,6 +27,8 @@ pub struct CoreConfig {
     pub eligible: bool,
     /// Optional node name, gossiped for humans.
     pub name: Option<String>,
+    /// Cluster name, published in the state document (`--cluster`).
+    pub cluster: Option<String>,
     /// Quorum mode: with `quorum > 1` a node acts as leader only while at least this
     /// many nodes (itself included) have confirmed it within `lease`, and a node that
     /// cannot reach that many follows nobody. `0` or `1`: off (the Python behaviour).
@@ -47,6 +49,7 @@ impl Default for CoreConfig {
             pause_threshold: Duration::from_secs(2),
             eligible: defaults::ELIGIBLE,
             name: None,
+            cluster: None,
             quorum: defaults::QUORUM,
             lease: defaults::LEASE,
         }

@@ -391,6 +391,7 @@ impl<N: Network> Protocol<N> {
         }
         p.body = body;
         p.leader = state.leader;
+        p.members = state.members;
     }
 
     fn spawn_fetch(&self, addr: String) {

@@ -279,10 +279,10 @@ impl Network for TurmoilNetwork {
         listener.local_addr()
     }
 
-    async fn accept(&self, listener: &Self::Listener) -> io::Result<Self::Stream> {
+    async fn accept(&self, listener: &Self::Listener) -> io::Result<(Self::Stream, SocketAddr)> {
         let (stream, peer) = listener.accept().await?;
         let name = turmoil::reverse_lookup(peer.ip()).unwrap_or_else(|| peer.ip().to_string());
-        Ok(self.stream(stream, name, false))
+        Ok((self.stream(stream, name, false), peer))
     }
 
     fn connect(&self, addr: String) -> impl Future<Output = io::Result<Self::Stream>> + Send {

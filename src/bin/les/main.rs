@@ -33,6 +33,8 @@ enum Command {
     /// Start a three-node cluster on loopback in this process, hand leadership over
     /// gracefully once, print what happened, and exit.
     Demo(demo::DemoArgs),
+    /// Print a new random key (base64, 32 bytes) for a key file (--key-file).
+    Keygen,
 }
 
 fn main() -> ExitCode {
@@ -40,6 +42,7 @@ fn main() -> ExitCode {
     match cli.command {
         Some(Command::Status(args)) => report(status::run(args)),
         Some(Command::Demo(args)) => report(demo::run(args)),
+        Some(Command::Keygen) => report(keygen()),
         None => run_node(cli.run),
     }
 }
@@ -54,6 +57,12 @@ fn report(result: anyhow::Result<()>) -> ExitCode {
     }
 }
 
+fn keygen() -> anyhow::Result<()> {
+    let key = les::auth::Key::generate().context("the system's random generator failed")?;
+    println!("{}", key.to_base64());
+    Ok(())
+}
+
 fn run_node(args: RunArgs) -> ExitCode {
     let resolved = match args.resolve() {
         Ok(r) => r,
@@ -64,11 +73,12 @@ fn run_node(args: RunArgs) -> ExitCode {
         }
     };
     init_logging(resolved.log_format, "info");
-    report(serve(resolved))
+    report(serve(&args, resolved))
 }
 
-/// Run one node until SIGINT or SIGTERM, then leave gracefully.
-fn serve(resolved: Resolved) -> anyhow::Result<()> {
+/// Run one node until SIGINT or SIGTERM, then leave gracefully. SIGHUP re-reads the
+/// key settings from `args` (and the config file it names).
+fn serve(args: &RunArgs, resolved: Resolved) -> anyhow::Result<()> {
     // If les dies without leaving, release what on_leader took (see les::commands).
     let guard = les::daemon::crash_guard(&resolved)
         .context("cannot start the crash guard for on_follower")?;
@@ -79,11 +89,14 @@ fn serve(resolved: Resolved) -> anyhow::Result<()> {
         .context("cannot start the async runtime")?;
     rt.block_on(async {
         let bind = resolved.config.bind;
-        let node = les::daemon::node_builder(&resolved)
+        let node = les::daemon::node_builder(&resolved)?
             .start()
             .await
             .with_context(|| format!("cannot start the node on {bind}"))?;
-        let signal = shutdown_signal().await?;
+        let reload = || args.resolve().map(|r| r.keys).map_err(|e| e.to_string());
+        let signal = les::daemon::handle_signals(&node, reload)
+            .await
+            .context("cannot listen for signals")?;
         tracing::info!(signal, "shutting down: leaving the cluster");
         node.leave().await;
         anyhow::Ok(())
@@ -93,17 +106,6 @@ fn serve(resolved: Resolved) -> anyhow::Result<()> {
         g.disarm();
     }
     Ok(())
-}
-
-/// Wait for SIGINT or SIGTERM; returns the signal's name.
-async fn shutdown_signal() -> anyhow::Result<&'static str> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
-    let mut int = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
-    Ok(tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
-    })
 }
 
 /// Logs go to stderr; RUST_LOG overrides `default_level`.

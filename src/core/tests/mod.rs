@@ -21,6 +21,7 @@ fn state(members: &[&str], leader: Option<&str>, start_time: f64, term: u64) -> 
         leaving: false,
         name: None,
         version: None,
+        cluster: None,
     }
 }
 
@@ -773,4 +774,5 @@ fn nodes_with_the_same_member_list_contact_different_members() {
     );
 }
 
+mod hostile;
 mod quorum;

@@ -1,0 +1,312 @@
+//! Accepting connections, with the limits that keep a flood from costing the node
+//! its memory or its peers.
+//!
+//! - **A cap** on open connections (`max_connections`). When it is reached, the oldest
+//!   connection that has not yet proven to be a peer's is closed to make room; only if
+//!   every open connection has proven itself is the new one closed. A connection proves
+//!   itself with a request that passed its checks, and with a key only a signed request
+//!   counts, so an outsider's connections (idle, half-sent or asking `/ping`) are
+//!   always the first to go. A peer's connection sends its request at once and is never
+//!   the oldest unproven one for long.
+//! - **Silent connections are cheap.** Until a connection's first byte arrives it is
+//!   only a socket and a task waiting on it, with no HTTP buffers (hyper allocates
+//!   those per connection); it must send a complete first request within
+//!   [`FIRST_REQUEST_TIMEOUT`] or it is closed.
+//! - **Keep-alive gaps** are bounded by [`HEADER_READ_TIMEOUT`].
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use hyper::body::{Body as _, Incoming};
+use hyper::service::service_fn;
+use hyper::Request;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, ReadBuf};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::{handle, Api, Listener};
+use crate::metrics::Metrics;
+use crate::net::Network;
+
+/// Longest a connection may take to send a request's headers, counted from the end of
+/// the previous answer: it bounds idle keep-alive connections. Peers' pooled
+/// connections are retired sooner by the clients themselves
+/// ([`crate::client::IDLE_CONNECTION_TIMEOUT`]), so the server never closes one under
+/// them (which would look like a crash).
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Longest a new connection may take to deliver its first complete request. A peer
+/// sends its request as soon as it has connected, so this only cuts off clients that
+/// connect and say nothing (or too little).
+pub const FIRST_REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Open connections, and those that have not sent a request yet (oldest first).
+pub(crate) struct Slots {
+    max: usize,
+    open: AtomicUsize,
+    unproven: Mutex<VecDeque<Weak<Slot>>>,
+}
+
+/// One connection's place under the cap.
+struct Slot {
+    proven: AtomicBool,
+    evict: CancellationToken,
+}
+
+/// Frees its connection's place when dropped.
+struct SlotGuard {
+    slots: Arc<Slots>,
+    slot: Arc<Slot>,
+}
+
+impl Drop for SlotGuard {
+    fn drop(&mut self) {
+        self.slots.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Slots {
+    pub(crate) fn new(max: usize) -> Arc<Slots> {
+        Arc::new(Slots {
+            max,
+            open: AtomicUsize::new(0),
+            unproven: Mutex::new(VecDeque::new()),
+        })
+    }
+
+    /// A place for a new connection, or `None` when the cap is reached and no
+    /// unproven connection could be closed for it.
+    fn admit(self: &Arc<Self>) -> Option<SlotGuard> {
+        let mut queue = self.unproven.lock().unwrap_or_else(PoisonError::into_inner);
+        if self.open.load(Ordering::Relaxed) >= self.max && !evict_oldest(&mut queue) {
+            return None;
+        }
+        if queue.len() > 2 * self.max {
+            queue.retain(|w| {
+                w.upgrade()
+                    .is_some_and(|s| !s.proven.load(Ordering::Relaxed))
+            });
+        }
+        let slot = Arc::new(Slot {
+            proven: AtomicBool::new(false),
+            evict: CancellationToken::new(),
+        });
+        queue.push_back(Arc::downgrade(&slot));
+        self.open.fetch_add(1, Ordering::Relaxed);
+        Some(SlotGuard {
+            slots: self.clone(),
+            slot,
+        })
+    }
+}
+
+/// Close the oldest open connection that has sent no request; false if there is none.
+fn evict_oldest(queue: &mut VecDeque<Weak<Slot>>) -> bool {
+    while let Some(weak) = queue.pop_front() {
+        if let Some(slot) = weak.upgrade() {
+            if !slot.proven.load(Ordering::Relaxed) && !slot.evict.is_cancelled() {
+                slot.evict.cancel();
+                return true;
+            }
+        }
+    }
+    false
+}
+
+/// Accept connections until `cancel` fires, serving each on its own task; on cancel,
+/// open connections are shut down gracefully and the function returns once the
+/// listener is closed (connection tasks end within a second after that).
+pub(crate) async fn serve<N: Network>(
+    net: N,
+    listener: N::Listener,
+    kind: Listener,
+    api: Arc<Api<N>>,
+    slots: Arc<Slots>,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+) {
+    loop {
+        let (stream, peer) = tokio::select! {
+           biased;
+            _ = cancel.cancelled() => break,
+            accepted = net.accept(&listener) => match accepted {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::debug!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            },
+        };
+        let Some(guard) = slots.admit() else {
+            Metrics::add(&api.metrics.connections_shed, 1);
+            drop(stream);
+            continue;
+        };
+        Metrics::set(
+            &api.metrics.connections_open,
+            slots.open.load(Ordering::Relaxed) as u64,
+        );
+        tracker.spawn(connection(
+            stream,
+            peer,
+            kind,
+            api.clone(),
+            guard,
+            cancel.clone(),
+        ));
+    }
+}
+
+/// Serve one connection: wait for its first byte without HTTP buffers, then hand it
+/// to hyper, closing it if its first request is not complete in time, if it is
+/// evicted before that, or (gracefully) when the server stops.
+async fn connection<N: Network>(
+    mut stream: N::Stream,
+    peer: SocketAddr,
+    kind: Listener,
+    api: Arc<Api<N>>,
+    guard: SlotGuard,
+    cancel: CancellationToken,
+) {
+    let deadline = tokio::time::Instant::now() + FIRST_REQUEST_TIMEOUT;
+    let mut first = [0u8; 1];
+    let got = tokio::select! {
+        biased;
+        _ = cancel.cancelled() => return,
+        _ = guard.slot.evict.cancelled() => return,
+        r = tokio::time::timeout_at(deadline, stream.read(&mut first)) => r,
+    };
+    if !matches!(got, Ok(Ok(1))) {
+        return;
+    }
+    let slot = guard.slot.clone();
+    let service = service_fn(move |req: Request<Incoming>| {
+        let api = api.clone();
+        let slot = slot.clone();
+        async move {
+            api.gate.passed().await;
+            let (resp, from_peer) = handle(&api, &req, peer, kind).await;
+            if from_peer {
+                slot.proven.store(true, Ordering::Relaxed);
+            }
+            Metrics::add(&api.metrics.requests_served, 1);
+            Metrics::add(
+                &api.metrics.bytes_served,
+                resp.body().size_hint().exact().unwrap_or(0),
+            );
+            Ok::<_, Infallible>(resp)
+        }
+    });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_buf_size(64 * 1024);
+    let io = TokioIo::new(Prefixed {
+        first: Some(first[0]),
+        inner: stream,
+    });
+    let conn = builder.serve_connection(io, service);
+    tokio::pin!(conn);
+    // Past the first-request deadline only eviction ends a connection early; a
+    // connection that has not proven itself by then is closed.
+    let unproven = async {
+        tokio::select! {
+            _ = tokio::time::sleep_until(deadline) => {}
+            _ = guard.slot.evict.cancelled() => return,
+        }
+        if guard.slot.proven.load(Ordering::Relaxed) {
+            guard.slot.evict.cancelled().await;
+        }
+    };
+    tokio::select! {
+        biased;
+        res = conn.as_mut() => {
+            if let Err(e) = res {
+                tracing::trace!(error = %e, "connection ended with an error");
+            }
+        }
+        _ = cancel.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(Duration::from_secs(1), conn).await;
+        }
+        _ = unproven => {}
+    }
+    drop(guard);
+}
+
+/// A stream whose first byte was already read.
+struct Prefixed<S> {
+    first: Option<u8>,
+    inner: S,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        if buf.remaining() > 0 {
+            if let Some(b) = this.first.take() {
+                buf.put_slice(&[b]);
+                return Poll::Ready(Ok(()));
+            }
+        }
+        Pin::new(&mut this.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn at_the_cap_the_oldest_unproven_connection_makes_room() {
+        let slots = Slots::new(2);
+        let a = slots.admit().unwrap();
+        let b = slots.admit().unwrap();
+        a.slot.proven.store(true, Ordering::Relaxed);
+        // Full: b (unproven, oldest such) is evicted for c.
+        let c = slots.admit().unwrap();
+        assert!(b.slot.evict.is_cancelled());
+        assert!(!a.slot.evict.is_cancelled());
+        drop(b);
+        // Full again with a proven and c unproven: c goes for d.
+        let _d = slots.admit().unwrap();
+        assert!(c.slot.evict.is_cancelled());
+        drop(c);
+        // Both remaining proven: nothing to evict, the newcomer is refused.
+        let e_slots = Slots::new(1);
+        let e = e_slots.admit().unwrap();
+        e.slot.proven.store(true, Ordering::Relaxed);
+        assert!(e_slots.admit().is_none());
+        drop(e);
+        assert!(e_slots.admit().is_some());
+    }
+}
