@@ -48,6 +48,11 @@ const KEYS: &[&str] = &[
     "step_down_cooldown",
     "health_check",
     "health_interval",
+    "cluster",
+    "key_file",
+    "accept_unsigned",
+    "max_connections",
+    "admin_addr",
 ];
 
 /// The kind of value a key takes, to generate near-valid values for it.
@@ -63,6 +68,9 @@ enum Kind {
     Bool,
     LogFormat,
     Command,
+    SocketAddr,
+    Cluster,
+    Path,
 }
 
 fn kind(key: &str) -> Kind {
@@ -72,8 +80,11 @@ fn kind(key: &str) -> Kind {
         "advertise_addr" => Kind::Addr,
         "seeds" => Kind::Seeds,
         "name" => Kind::Text,
-        "loop_rate" | "fanout" | "quorum" => Kind::Count,
-        "eligible" => Kind::Bool,
+        "loop_rate" | "fanout" | "quorum" | "max_connections" => Kind::Count,
+        "eligible" | "accept_unsigned" => Kind::Bool,
+        "admin_addr" => Kind::SocketAddr,
+        "cluster" => Kind::Cluster,
+        "key_file" => Kind::Path,
         "log_format" => Kind::LogFormat,
         "on_leader" | "on_follower" | "on_change" | "health_check" => Kind::Command,
         _ => Kind::Duration,
@@ -95,6 +106,39 @@ fn duration_text() -> BoxedStrategy<String> {
         1 => any::<String>(),
     ]
     .boxed()
+}
+
+/// `IP:port` texts for `admin_addr`, valid and not.
+fn socket_addr_text() -> BoxedStrategy<String> {
+    prop::sample::select(vec![
+        "127.0.0.1:9000",
+        "[::1]:9000",
+        "0.0.0.0:0",
+        "127.0.0.1",
+        "a:1",
+        "127.0.0.1:65536",
+        "[::1]",
+        "",
+    ])
+    .prop_map(str::to_string)
+    .boxed()
+}
+
+/// Cluster names: valid ones, too long, and odd characters.
+fn cluster_text() -> BoxedStrategy<String> {
+    prop_oneof![
+        3 => "[a-z0-9._-]{0,70}",
+        1 => any::<String>(),
+    ]
+    .boxed()
+}
+
+/// Key file paths. `resolve_with` only records the path (the daemon reads it), so
+/// these never touch the disk here.
+fn path_text() -> BoxedStrategy<String> {
+    prop::sample::select(vec!["/nonexistent/les.keys", "", "keys", "/", "\u{0}"])
+        .prop_map(str::to_string)
+        .boxed()
 }
 
 /// Integer texts around every boundary of u16, u64 and usize.
@@ -149,6 +193,9 @@ fn toml_value(key: &'static str) -> BoxedStrategy<String> {
         Kind::Command => prop::sample::select(vec!["true", "", "  ", "echo \"$LES_ROLE\""])
             .prop_map(toml_string)
             .boxed(),
+        Kind::SocketAddr => socket_addr_text().prop_map(|a| toml_string(&a)).boxed(),
+        Kind::Cluster => cluster_text().prop_map(|c| toml_string(&c)).boxed(),
+        Kind::Path => path_text().prop_map(|p| toml_string(&p)).boxed(),
     };
     let wrong = prop::sample::select(vec![
         "1",
@@ -237,6 +284,14 @@ fn check_resolution(args: &RunArgs, file: FileConfig) {
                 assert!(!c.trim().is_empty(), "{hooks:?}");
             }
             assert!(!r.config.seeds.is_empty());
+            assert!(
+                !r.keys.accept_unsigned || r.keys.key_file.is_some(),
+                "{:?}",
+                r.keys
+            );
+            if let Some(c) = &r.config.cluster {
+                assert_eq!(les::auth::check_cluster_name(c), Ok(()), "cluster {c:?}");
+            }
         }
         Err(e) => {
             let message = e.to_string();
@@ -301,6 +356,9 @@ fn flag_args() -> BoxedStrategy<Vec<String>> {
             Kind::Bool => prop::sample::select(vec!["true", "false", "yes", "1", ""])
                 .prop_map(str::to_string)
                 .boxed(),
+            Kind::SocketAddr => socket_addr_text(),
+            Kind::Cluster => cluster_text(),
+            Kind::Path => path_text(),
             _ => any::<String>().boxed(),
         };
         (value, any::<bool>()).prop_map(move |(v, joined)| {

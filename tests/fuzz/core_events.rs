@@ -77,6 +77,7 @@ fn peer_state() -> impl Strategy<Value = PeerState> {
                 leaving,
                 name: None,
                 version: None,
+                cluster: None,
             },
         )
 }
@@ -501,6 +502,7 @@ fn known_bug_cooldown_expiry_is_not_published() {
         leaving: false,
         name: None,
         version: None,
+        cluster: None,
     };
     core.handle(
         ms(1),
@@ -542,6 +544,7 @@ fn known_bug_a_leaving_node_still_probes() {
             leaving: false,
             name: None,
             version: None,
+            cluster: None,
         };
         core.handle(
             ms(1),

@@ -32,7 +32,7 @@ use std::time::Instant;
 use proptest::test_runner::{Config as ProptestConfig, FileFailurePersistence};
 
 /// Cases per target when `LES_FUZZ_CASES` is not set.
-pub const DEFAULT_CASES: u32 = 1000;
+pub const DEFAULT_CASES: u32 = 500;
 
 /// The case count for every target: `LES_FUZZ_CASES`, or [`DEFAULT_CASES`].
 pub fn cases() -> u32 {

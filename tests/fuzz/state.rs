@@ -125,6 +125,11 @@ fn field() -> BoxedStrategy<String> {
         1 => kv("leaving", wrong_type_json()),
         1 => kv("name", wrong_type_json()),
         1 => kv("version", wrong_type_json()),
+        1 => kv("cluster", prop_oneof![
+            Just("null".to_string()),
+            "[a-z0-9._-]{0,70}".prop_map(|c| lit(&c)),
+            wrong_type_json(),
+        ].boxed()),
         1 => ("[a-z_]{1,10}", wrong_type_json()).prop_map(|(k, v)| format!("{}:{v}", lit(&k))),
     ]
     .boxed()
