@@ -51,7 +51,7 @@ struct Args {
     /// Extra flag passed to every node, e.g. --node-arg=--interval=500ms (repeatable).
     #[arg(long = "node-arg", allow_hyphen_values = true)]
     node_args: Vec<String>,
-    /// The les binary; default target/release/les (built if missing).
+    /// The les binary; default <target dir>/release/les (CARGO_TARGET_DIR honoured), built.
     #[arg(long)]
     bin: Option<PathBuf>,
     /// Markdown file to update.
@@ -320,13 +320,18 @@ fn command_line() -> String {
         .join(" ")
 }
 
-/// The les binary: given, or target/release/les, built if missing.
+/// The les binary: given, or `<target dir>/release/les`, built (or brought up to date).
 fn les_binary(args: &Args) -> anyhow::Result<PathBuf> {
     if let Some(b) = &args.bin {
         return Ok(b.clone());
     }
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let bin = root.join("target/release/les");
+    // Where `cargo build` below puts it: under CARGO_TARGET_DIR when that is set.
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .map(|t| if t.is_absolute() { t } else { root.join(t) })
+        .unwrap_or_else(|| root.join("target"));
+    let bin = target.join("release/les");
     eprintln!("building the les binary (release)...");
     let status =
         std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
