@@ -7,7 +7,9 @@
 //! spurious leader changes. It prints tables, writes BENCHMARKS.md (between markers, so
 //! hand-written analysis survives) and an SVG plot, and ends with one JSON line.
 
+mod authcost;
 mod cluster;
+mod flood;
 #[allow(dead_code)] // the tests' lab module; the benchmark uses part of it
 #[path = "../../tests/common/netns.rs"]
 mod netns;
@@ -90,6 +92,33 @@ struct Args {
     /// Only run the partitions (and write only their section of the Markdown file).
     #[arg(long)]
     partition_only: bool,
+    /// Only compare unkeyed and keyed 3-node clusters (failover, hand-off, CPU, RSS)
+    /// and time the tag functions; writes only the Authentication section. Combines
+    /// with --flood.
+    #[arg(long)]
+    auth_compare: bool,
+    /// Trials of each configuration for --auth-compare.
+    #[arg(long, default_value_t = 7)]
+    auth_trials: usize,
+    /// Seconds of steady state per --auth-compare trial.
+    #[arg(long, default_value_t = 20)]
+    auth_cost_seconds: u64,
+    /// Only run the connection flood against a 3-node cluster, unkeyed and keyed;
+    /// writes only the Connection flood section. Combines with --auth-compare.
+    #[arg(long)]
+    flood: bool,
+    /// Trials of each configuration for --flood.
+    #[arg(long, default_value_t = 5)]
+    flood_trials: usize,
+    /// Seconds each flood lasts before the leader is crashed.
+    #[arg(long, default_value_t = 20)]
+    flood_seconds: u64,
+    /// Idle connections the flood holds.
+    #[arg(long, default_value_t = 2000)]
+    flood_idle: usize,
+    /// Half-sent requests the flood holds.
+    #[arg(long, default_value_t = 200)]
+    flood_partial: usize,
 }
 
 /// Timings for one cluster size, in milliseconds.
@@ -390,8 +419,46 @@ fn partitions(bin: &std::path::Path, args: &Args) -> anyhow::Result<Vec<partitio
     Ok(runs)
 }
 
+/// --auth-compare and/or --flood: run those only, write their sections only.
+fn auth_and_flood(args: &Args) -> anyhow::Result<()> {
+    let bin = les_binary(args)?;
+    let command = command_line();
+    if args.auth_compare {
+        let r = authcost::run(
+            &bin,
+            &args.node_args,
+            args.auth_trials,
+            args.auth_cost_seconds,
+        )?;
+        println!("{}", report::auth_table(&r));
+        println!("{}", serde_json::to_string(&r)?);
+        if !args.no_write {
+            report::write_auth(&args.out, &command, &r)?;
+            eprintln!("wrote {}", args.out.display());
+        }
+    }
+    if args.flood {
+        let plan = flood::FloodPlan {
+            idle: args.flood_idle,
+            partial: args.flood_partial,
+            seconds: args.flood_seconds,
+        };
+        let r = flood::run(&bin, &args.node_args, args.flood_trials, plan)?;
+        println!("{}", report::flood_table(&r));
+        println!("{}", serde_json::to_string(&r)?);
+        if !args.no_write {
+            report::write_flood(&args.out, &command, &r)?;
+            eprintln!("wrote {}", args.out.display());
+        }
+    }
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if args.auth_compare || args.flood {
+        return auth_and_flood(&args);
+    }
     if args.partition_only {
         let bin = les_binary(&args)?;
         let runs = partitions(&bin, &args)?;
