@@ -29,6 +29,9 @@ pub struct FloodPlan {
     pub idle: usize,
     pub partial: usize,
     pub seconds: u64,
+    /// Soft open-files limit to start the nodes with (default: the benchmark's own,
+    /// raised to the hard limit).
+    pub node_nofile: Option<u64>,
 }
 
 /// One configuration over its trials.
@@ -60,6 +63,10 @@ pub struct FloodSide {
     pub scrape_ms: Summary,
     /// Of those, the ones that failed.
     pub scrape_failures: usize,
+    /// A newcomer's `GET /ping` on a fresh connection to the flooded node, ms.
+    pub fresh_ms: Summary,
+    /// Of those, the ones that failed or took over 2 s.
+    pub fresh_failures: usize,
     /// Trials where any node changed leader (or term) during the flood.
     pub leader_lost: usize,
     /// Trials whose failover (with or without the flood) chose a wrong leader.
@@ -167,6 +174,22 @@ async fn hold(addr: SocketAddr, partial: bool, stop: CancellationToken, c: Arc<C
     }
 }
 
+/// A newcomer's request: a fresh TCP connection, `GET /ping`, the whole answer read.
+/// Milliseconds, or `None` if it failed or took over 2 s.
+fn fresh_ping(addr: SocketAddr) -> Option<f64> {
+    use std::io::{Read as _, Write as _};
+    let t = Instant::now();
+    let limit = Duration::from_secs(2);
+    let mut s = std::net::TcpStream::connect_timeout(&addr, limit).ok()?;
+    s.set_read_timeout(Some(limit)).ok()?;
+    s.write_all(b"GET /ping HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
+        .ok()?;
+    let mut answer = Vec::new();
+    s.read_to_end(&mut answer).ok()?;
+    (answer.starts_with(b"HTTP/1.1 200") && t.elapsed() < limit)
+        .then(|| t.elapsed().as_secs_f64() * 1e3)
+}
+
 /// Raise this process's soft limit on open files to the hard limit (the nodes it
 /// starts inherit it). Returns (soft, hard) after.
 pub fn raise_fd_limit() -> anyhow::Result<(u64, u64)> {
@@ -196,6 +219,29 @@ pub fn raise_fd_limit() -> anyhow::Result<(u64, u64)> {
     Ok((lim.rlim_cur, lim.rlim_max))
 }
 
+/// Set this process's soft open-files limit to `soft` (capped at the hard limit) while
+/// `f` runs (the processes it spawns inherit that), then back to the hard limit.
+fn with_soft_fd_limit<T>(soft: Option<u64>, f: impl FnOnce() -> T) -> T {
+    let Some(soft) = soft else {
+        return f();
+    };
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid pointer to an rlimit.
+    unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+        let hard = lim.rlim_max;
+        lim.rlim_cur = soft.min(hard);
+        libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        let out = f();
+        lim.rlim_cur = hard;
+        libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        out
+    }
+}
+
 /// What one flood trial measured.
 #[derive(Default)]
 struct Trial {
@@ -211,15 +257,22 @@ struct Trial {
     cpu_percent: f64,
     scrape_ms: Vec<f64>,
     scrape_failures: usize,
+    fresh_ms: Vec<f64>,
+    fresh_failures: usize,
     leader_lost: bool,
     wrong_leader: bool,
     node_fd_limit: String,
 }
 
 /// Crash failover in a fresh cluster with no flood: (ms, wrong leader).
-fn plain_failover(bin: &Path, extra: &[String], dir: &Path) -> anyhow::Result<(f64, bool)> {
+fn plain_failover(
+    bin: &Path,
+    extra: &[String],
+    dir: &Path,
+    plan: &FloodPlan,
+) -> anyhow::Result<(f64, bool)> {
     let wait = Duration::from_secs(20);
-    let mut c = Cluster::launch(bin, NODES, extra, dir)?;
+    let mut c = with_soft_fd_limit(plan.node_nofile, || Cluster::launch(bin, NODES, extra, dir))?;
     let (leader, _) = c.wait_agreement(None, wait).context("convergence")?;
     std::thread::sleep(Duration::from_secs(2));
     let tk = SystemTime::now();
@@ -264,7 +317,7 @@ fn flood_trial(
     rt: &tokio::runtime::Runtime,
 ) -> anyhow::Result<Trial> {
     let wait = Duration::from_secs(20);
-    let mut c = Cluster::launch(bin, NODES, extra, dir)?;
+    let mut c = with_soft_fd_limit(plan.node_nofile, || Cluster::launch(bin, NODES, extra, dir))?;
     let (leader, settled) = c.wait_agreement(None, wait).context("convergence")?;
     crate::authcost::check_keyed(&c, keyed)?;
     std::thread::sleep(Duration::from_secs(1));
@@ -306,6 +359,10 @@ fn flood_trial(
                 last_shed = metric(&text, "les_connections_shed_total").unwrap_or(last_shed);
             }
             Err(_) => out.scrape_failures += 1,
+        }
+        match fresh_ping(addr) {
+            Some(ms) => out.fresh_ms.push(ms),
+            None => out.fresh_failures += 1,
         }
         std::thread::sleep(Duration::from_millis(250));
     }
@@ -363,6 +420,13 @@ fn summarise(plain: &[(f64, bool)], flood: &[Trial]) -> FloodSide {
                 .collect::<Vec<_>>(),
         ),
         scrape_failures: flood.iter().map(|t| t.scrape_failures).sum(),
+        fresh_ms: Summary::of(
+            &flood
+                .iter()
+                .flat_map(|t| t.fresh_ms.iter().copied())
+                .collect::<Vec<_>>(),
+        ),
+        fresh_failures: flood.iter().map(|t| t.fresh_failures).sum(),
         leader_lost: flood.iter().filter(|t| t.leader_lost).count(),
         wrong_leader: plain.iter().filter(|p| p.1).count()
             + flood.iter().filter(|t| t.wrong_leader).count(),
@@ -399,8 +463,13 @@ pub fn run(
             } else {
                 (extra, "unkeyed")
             };
-            let p = plain_failover(bin, flags, &crate::scratch(&format!("plain-{tag}-{i}")))
-                .with_context(|| format!("{tag} plain failover, trial {}", i + 1))?;
+            let p = plain_failover(
+                bin,
+                flags,
+                &crate::scratch(&format!("plain-{tag}-{i}")),
+                &plan,
+            )
+            .with_context(|| format!("{tag} plain failover, trial {}", i + 1))?;
             plain[k].push(p);
             let dir = crate::scratch(&format!("flood-{tag}-{i}"));
             let t = flood_trial(bin, flags, k == 1, &dir, &plan, &rt)

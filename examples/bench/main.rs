@@ -119,6 +119,10 @@ struct Args {
     /// Half-sent requests the flood holds.
     #[arg(long, default_value_t = 200)]
     flood_partial: usize,
+    /// Start the flood's nodes with this soft open-files limit (e.g. 1024, a common
+    /// default) instead of the benchmark's own, which is raised to the hard limit.
+    #[arg(long)]
+    flood_node_nofile: Option<u64>,
 }
 
 /// Timings for one cluster size, in milliseconds.
@@ -442,6 +446,7 @@ fn auth_and_flood(args: &Args) -> anyhow::Result<()> {
             idle: args.flood_idle,
             partial: args.flood_partial,
             seconds: args.flood_seconds,
+            node_nofile: args.flood_node_nofile,
         };
         let r = flood::run(&bin, &args.node_args, args.flood_trials, plan)?;
         println!("{}", report::flood_table(&r));

@@ -448,7 +448,7 @@ pub fn flood_table(r: &FloodRun) -> String {
     let _ = writeln!(s, "| figure | unkeyed | keyed | target |");
     let _ = writeln!(s, "|---|---|---|---|");
     let (u, k) = (&r.unkeyed, &r.keyed);
-    let rows: [(&str, Summary, Summary, usize, &str); 12] = [
+    let rows: [(&str, Summary, Summary, usize, &str); 13] = [
         (
             "flooded node: max VmRSS sampled, MiB",
             u.rss_max_mib,
@@ -513,9 +513,16 @@ pub fn flood_table(r: &FloodRun) -> String {
             "",
         ),
         (
-            "bench's own `/metrics` to the flooded node, ms (all samples)",
+            "bench's own `/metrics` (pooled connection) to the flooded node, ms",
             u.scrape_ms,
             k.scrape_ms,
+            1,
+            "",
+        ),
+        (
+            "a newcomer's `GET /ping` on a fresh connection to the flooded node, ms",
+            u.fresh_ms,
+            k.fresh_ms,
             1,
             "",
         ),
@@ -546,6 +553,11 @@ pub fn flood_table(r: &FloodRun) -> String {
         s,
         "| failed `/metrics` requests to the flooded node | {} | {} | |",
         u.scrape_failures, k.scrape_failures
+    );
+    let _ = writeln!(
+        s,
+        "| newcomer pings that failed or took over 2 s | {} | {} | |",
+        u.fresh_failures, k.fresh_failures
     );
     let _ = writeln!(
         s,
