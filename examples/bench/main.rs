@@ -6,6 +6,10 @@
 //! (requests, bytes, RSS, CPU) and, under a CPU load on every core, the number of
 //! spurious leader changes. It prints tables, writes BENCHMARKS.md (between markers, so
 //! hand-written analysis survives) and an SVG plot, and ends with one JSON line.
+//!
+//! `--auth-compare` (`authcost.rs`) compares unkeyed and keyed clusters and times the
+//! tag functions; `--flood` (`flood.rs`) floods a follower with connections. Each runs
+//! alone and writes only its own section.
 
 mod authcost;
 mod cluster;
