@@ -274,3 +274,46 @@ pub fn rss_kib(pid: i32) -> Option<u64> {
         .parse()
         .ok()
 }
+
+/// CPU seconds a process's live threads have run, from /proc/<pid>/task/*/schedstat
+/// (nanoseconds, where /proc/<pid>/stat counts 10 ms ticks: too coarse for a node that
+/// uses a few milliseconds a minute). Threads that have exited are not counted; a
+/// node's runtime threads live as long as it does.
+pub fn cpu_seconds_fine(pid: i32) -> Option<f64> {
+    let mut ns = 0u64;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
+        let path = task.ok()?.path().join("schedstat");
+        let Ok(text) = std::fs::read_to_string(path) else {
+            continue; // the thread just exited
+        };
+        ns += text.split_whitespace().next()?.parse::<u64>().ok()?;
+    }
+    Some(ns as f64 / 1e9)
+}
+
+/// A process's peak resident set size (VmHWM) in KiB, from /proc.
+pub fn peak_rss_kib(pid: i32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// A process's soft limit on open files, from /proc/<pid>/limits.
+pub fn open_files_limit(pid: i32) -> Option<String> {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3).map(str::to_string)
+}
+
+/// One counter or gauge from a Prometheus text body.
+pub fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines().find_map(|l| {
+        let rest = l.strip_prefix(name)?;
+        rest.starts_with(' ').then(|| rest.trim().parse().ok())?
+    })
+}

@@ -6,8 +6,14 @@
 //! (requests, bytes, RSS, CPU) and, under a CPU load on every core, the number of
 //! spurious leader changes. It prints tables, writes BENCHMARKS.md (between markers, so
 //! hand-written analysis survives) and an SVG plot, and ends with one JSON line.
+//!
+//! `--auth-compare` (`authcost.rs`) compares unkeyed and keyed clusters and times the
+//! tag functions; `--flood` (`flood.rs`) floods a follower with connections. Each runs
+//! alone and writes only its own section.
 
+mod authcost;
 mod cluster;
+mod flood;
 #[allow(dead_code)] // the tests' lab module; the benchmark uses part of it
 #[path = "../../tests/common/netns.rs"]
 mod netns;
@@ -51,7 +57,7 @@ struct Args {
     /// Extra flag passed to every node, e.g. --node-arg=--interval=500ms (repeatable).
     #[arg(long = "node-arg", allow_hyphen_values = true)]
     node_args: Vec<String>,
-    /// The les binary; default target/release/les (built if missing).
+    /// The les binary; default <target dir>/release/les (CARGO_TARGET_DIR honoured), built.
     #[arg(long)]
     bin: Option<PathBuf>,
     /// Markdown file to update.
@@ -90,6 +96,37 @@ struct Args {
     /// Only run the partitions (and write only their section of the Markdown file).
     #[arg(long)]
     partition_only: bool,
+    /// Only compare unkeyed and keyed 3-node clusters (failover, hand-off, CPU, RSS)
+    /// and time the tag functions; writes only the Authentication section. Combines
+    /// with --flood.
+    #[arg(long)]
+    auth_compare: bool,
+    /// Trials of each configuration for --auth-compare.
+    #[arg(long, default_value_t = 7)]
+    auth_trials: usize,
+    /// Seconds of steady state per --auth-compare trial.
+    #[arg(long, default_value_t = 20)]
+    auth_cost_seconds: u64,
+    /// Only run the connection flood against a 3-node cluster, unkeyed and keyed;
+    /// writes only the Connection flood section. Combines with --auth-compare.
+    #[arg(long)]
+    flood: bool,
+    /// Trials of each configuration for --flood.
+    #[arg(long, default_value_t = 5)]
+    flood_trials: usize,
+    /// Seconds each flood lasts before the leader is crashed.
+    #[arg(long, default_value_t = 20)]
+    flood_seconds: u64,
+    /// Idle connections the flood holds.
+    #[arg(long, default_value_t = 2000)]
+    flood_idle: usize,
+    /// Half-sent requests the flood holds.
+    #[arg(long, default_value_t = 200)]
+    flood_partial: usize,
+    /// Start the flood's nodes with this soft open-files limit (e.g. 1024, a common
+    /// default) instead of the benchmark's own, which is raised to the hard limit.
+    #[arg(long)]
+    flood_node_nofile: Option<u64>,
 }
 
 /// Timings for one cluster size, in milliseconds.
@@ -320,13 +357,18 @@ fn command_line() -> String {
         .join(" ")
 }
 
-/// The les binary: given, or target/release/les, built if missing.
+/// The les binary: given, or `<target dir>/release/les`, built (or brought up to date).
 fn les_binary(args: &Args) -> anyhow::Result<PathBuf> {
     if let Some(b) = &args.bin {
         return Ok(b.clone());
     }
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let bin = root.join("target/release/les");
+    // Where `cargo build` below puts it: under CARGO_TARGET_DIR when that is set.
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .map(|t| if t.is_absolute() { t } else { root.join(t) })
+        .unwrap_or_else(|| root.join("target"));
+    let bin = target.join("release/les");
     eprintln!("building the les binary (release)...");
     let status =
         std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
@@ -385,8 +427,47 @@ fn partitions(bin: &std::path::Path, args: &Args) -> anyhow::Result<Vec<partitio
     Ok(runs)
 }
 
+/// --auth-compare and/or --flood: run those only, write their sections only.
+fn auth_and_flood(args: &Args) -> anyhow::Result<()> {
+    let bin = les_binary(args)?;
+    let command = command_line();
+    if args.auth_compare {
+        let r = authcost::run(
+            &bin,
+            &args.node_args,
+            args.auth_trials,
+            args.auth_cost_seconds,
+        )?;
+        println!("{}", report::auth_table(&r));
+        println!("{}", serde_json::to_string(&r)?);
+        if !args.no_write {
+            report::write_auth(&args.out, &command, &r)?;
+            eprintln!("wrote {}", args.out.display());
+        }
+    }
+    if args.flood {
+        let plan = flood::FloodPlan {
+            idle: args.flood_idle,
+            partial: args.flood_partial,
+            seconds: args.flood_seconds,
+            node_nofile: args.flood_node_nofile,
+        };
+        let r = flood::run(&bin, &args.node_args, args.flood_trials, plan)?;
+        println!("{}", report::flood_table(&r));
+        println!("{}", serde_json::to_string(&r)?);
+        if !args.no_write {
+            report::write_flood(&args.out, &command, &r)?;
+            eprintln!("wrote {}", args.out.display());
+        }
+    }
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if args.auth_compare || args.flood {
+        return auth_and_flood(&args);
+    }
     if args.partition_only {
         let bin = les_binary(&args)?;
         let runs = partitions(&bin, &args)?;
