@@ -308,10 +308,11 @@ impl Core {
         self.now = now;
         self.quorum.released_now = false;
         self.quorum.wake_now = false;
+        // Before the cooldown may end: its end changes `eligible`, which peers must hear.
+        let before = self.fingerprint();
         if self.cooldown_until.is_some_and(|until| now >= until) {
             self.cooldown_until = None;
         }
-        let before = self.fingerprint();
         let leader_before = self.leader.clone();
         self.check_lease(&mut out);
         self.check_resumed(&mut out);

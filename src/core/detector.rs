@@ -34,6 +34,9 @@ impl Core {
         out: &mut Vec<Action>,
     ) {
         self.seeds_unanswered.remove(&addr);
+        if self.leaving {
+            return; // its membership no longer matters: no suspicion, no probes
+        }
         let Some(member) = self.members.get_mut(&addr) else {
             return; // a seed that is down, or a candidate that never answered
         };

@@ -212,19 +212,6 @@ fn setup() -> impl Strategy<Value = Setup> {
         )
 }
 
-/// KNOWN BUG (open, `src/core` is not ours to change): when a step-down cooldown runs
-/// out, `Core::handle` clears it *before* taking the fingerprint it compares the state
-/// with, so `eligible` turns from false to true without `StateChanged`, and the runtime
-/// keeps publishing `eligible: false` until something else changes: peers go on
-/// leaving the node out of elections. Reproduced exactly by
-/// [`known_bug_cooldown_expiry_is_not_published`]. Until it is fixed this exemption
-/// lets the rest of the state be checked; remove it with the fix.
-fn cooldown_expiry_only(before: &PeerState, after: &PeerState, out: &[Action]) -> bool {
-    let mut expected = before.clone();
-    expected.eligible = true;
-    !before.eligible && after == &expected && !out.contains(&Action::StateChanged)
-}
-
 /// What the checks remember between events.
 struct Watch {
     quorum: bool,
@@ -288,7 +275,7 @@ fn check(core: &Core, w: &mut Watch, now: Duration, event: &Event, out: &[Action
     if let Err(e) = state.validate() {
         panic!("own state would be refused by peers ({e}): {}", ctx());
     }
-    if state != w.state && !cooldown_expiry_only(&w.state, &state, out) {
+    if state != w.state {
         assert!(
             out.contains(&Action::StateChanged),
             "state changed without StateChanged:\nbefore {:?}\nafter  {state:?}\n{}",
@@ -385,11 +372,9 @@ fn check(core: &Core, w: &mut Watch, now: Duration, event: &Event, out: &[Action
         assert!(state.leaving, "stopped leaving: {}", ctx());
         assert_eq!(leader, None, "a leaving node names a leader: {}", ctx());
         if w.leaving {
-            // KNOWN BUG (open, minor): `Probe` is not checked here, see
-            // [`known_bug_a_leaving_node_still_probes`].
             for a in out {
                 assert!(
-                    !matches!(a, Action::FetchState { .. }),
+                    !matches!(a, Action::FetchState { .. } | Action::Probe { .. }),
                     "a leaving node contacts peers: {}",
                     ctx()
                 );
@@ -483,12 +468,13 @@ fn run(setup: Setup, steps: Vec<(Duration, Step)>) {
     }
 }
 
-/// KNOWN BUG, open: see [`cooldown_expiry_only`]. A node with two members that
-/// follows one of them steps down for 1 ms; the next event after the cooldown makes it
-/// eligible again, and the state it must republish is not signalled.
+/// Found by the fuzzer (fixed): when a step-down cooldown ran out, `Core::handle`
+/// cleared it before taking the fingerprint it compares the state with, so `eligible`
+/// turned true without `StateChanged` and peers kept seeing `eligible: false`. A node
+/// with two members that follows one of them steps down for 1 ms; the next event after
+/// the cooldown must signal the change.
 #[test]
-#[ignore = "known bug in src/core: cooldown expiry changes `eligible` without StateChanged"]
-fn known_bug_cooldown_expiry_is_not_published() {
+fn the_end_of_a_cooldown_is_published() {
     let ms = Duration::from_millis;
     let seeds = vec![ME.to_string(), "n1:1".to_string()];
     let mut core = Core::new(CoreConfig::default(), ME, WALL0, &seeds, 1);
@@ -522,14 +508,11 @@ fn known_bug_cooldown_expiry_is_not_published() {
     );
 }
 
-/// KNOWN BUG, open (minor): every other path stops a leaving node from contacting
-/// peers (ticks, fetches, `ConnectionLost`, `LeaveReceived` all check `leaving`), but
-/// `on_failure` does not: the timeout of a fetch sent before `Leave` still makes the
-/// member suspect and asks other members to probe it, traffic a node that has said
-/// goodbye should not cause. Found by the fuzzer (shrunk by hand).
+/// Found by the fuzzer (fixed, minor): every other path stopped a leaving node from
+/// contacting peers, but `on_failure` did not: the timeout of a fetch sent before
+/// `Leave` still made the member suspect and asked other members to probe it.
 #[test]
-#[ignore = "known bug in src/core: a leaving node still sends Probe on a timeout"]
-fn known_bug_a_leaving_node_still_probes() {
+fn a_leaving_node_does_not_probe() {
     let ms = Duration::from_millis;
     let seeds = vec!["n1:1".to_string(), "n2:1".to_string()];
     let mut core = Core::new(CoreConfig::default(), ME, WALL0, &seeds, 1);
