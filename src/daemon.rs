@@ -52,10 +52,46 @@ pub fn load_auth(keys: &KeyConfig) -> Result<Settings, KeyringError> {
     })
 }
 
+/// Descriptors a node needs beyond its connection cap: listeners, outgoing peer
+/// connections, hook commands' pipes, the log.
+const SPARE_DESCRIPTORS: u64 = 256;
+
+/// Raise this process's open-files soft limit to its hard limit (services often start
+/// at 1024, fewer than the default connection cap), and warn if even that leaves too
+/// few for `max_connections`: past the limit `accept` fails and new connections wait in
+/// the kernel's queue instead of being admitted or shed.
+pub fn raise_open_files_limit(max_connections: usize) {
+    let need = max_connections as u64 + SPARE_DESCRIPTORS;
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed in.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return;
+    }
+    if lim.rlim_cur < lim.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: lim.rlim_max,
+            rlim_max: lim.rlim_max,
+        };
+        // SAFETY: as above.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            lim = raised;
+        }
+    }
+    if lim.rlim_cur < need {
+        tracing::warn!(limit = lim.rlim_cur, max_connections, need,
+            "the open-files limit is below max_connections plus a margin: raise it (systemd: LimitNOFILE=) or lower max_connections");
+    }
+}
+
 /// A node builder with everything `resolved` configures: timings, the keyring (read
 /// now), the hook commands (if any) and the health check (if any). Add handlers of
-/// your own before `start`.
+/// your own before `start`. Also raises the process's open-files limit
+/// ([`raise_open_files_limit`]): it is meant for daemons.
 pub fn node_builder(resolved: &Resolved) -> Result<NodeBuilder<TokioNetwork>, KeyringError> {
+    raise_open_files_limit(resolved.config.max_connections);
     let h = &resolved.hooks;
     // The commands of one change share `hook_timeout` and kill themselves at its end;
     // the node's own limit on the call is a backstop that must not cut them short.

@@ -58,6 +58,17 @@ pub(crate) struct Slots {
 struct Slot {
     proven: AtomicBool,
     evict: CancellationToken,
+    /// Set once the place has been given back (at eviction, or when the guard drops),
+    /// so it is given back once.
+    released: AtomicBool,
+}
+
+impl Slot {
+    fn release(&self, slots: &Slots) {
+        if !self.released.swap(true, Ordering::Relaxed) {
+            slots.open.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
 }
 
 /// Frees its connection's place when dropped.
@@ -68,7 +79,7 @@ struct SlotGuard {
 
 impl Drop for SlotGuard {
     fn drop(&mut self) {
-        self.slots.open.fetch_sub(1, Ordering::Relaxed);
+        self.slot.release(&self.slots);
     }
 }
 
@@ -83,13 +94,16 @@ impl Slots {
 
     /// A place for a new connection, or `None` when the cap is reached and no
     /// unproven connection could be closed for it. `shed` counts the connections closed
-    /// (or refused) for the cap.
+    /// (or refused) for the cap. An evicted connection's place is given back at once;
+    /// the caller should yield so that its task closes the socket before the next
+    /// accept.
     fn admit(self: &Arc<Self>, shed: &std::sync::atomic::AtomicU64) -> Option<SlotGuard> {
         let mut queue = self.unproven.lock().unwrap_or_else(PoisonError::into_inner);
         if self.open.load(Ordering::Relaxed) >= self.max {
             Metrics::add(shed, 1);
-            if !evict_oldest(&mut queue) {
-                return None;
+            match evict_oldest(&mut queue) {
+                Some(slot) => slot.release(self),
+                None => return None,
             }
         }
         if queue.len() > 2 * self.max {
@@ -101,6 +115,7 @@ impl Slots {
         let slot = Arc::new(Slot {
             proven: AtomicBool::new(false),
             evict: CancellationToken::new(),
+            released: AtomicBool::new(false),
         });
         queue.push_back(Arc::downgrade(&slot));
         self.open.fetch_add(1, Ordering::Relaxed);
@@ -111,17 +126,18 @@ impl Slots {
     }
 }
 
-/// Close the oldest open connection that has sent no request; false if there is none.
-fn evict_oldest(queue: &mut VecDeque<Weak<Slot>>) -> bool {
+/// Close the oldest open connection that has not proven itself, and return its slot;
+/// `None` if there is none.
+fn evict_oldest(queue: &mut VecDeque<Weak<Slot>>) -> Option<Arc<Slot>> {
     while let Some(weak) = queue.pop_front() {
         if let Some(slot) = weak.upgrade() {
             if !slot.proven.load(Ordering::Relaxed) && !slot.evict.is_cancelled() {
                 slot.evict.cancel();
-                return true;
+                return Some(slot);
             }
         }
     }
-    false
+    None
 }
 
 /// Accept connections until `cancel` fires, serving each on its own task; on cancel,
@@ -149,6 +165,7 @@ pub(crate) async fn serve<N: Network>(
                 }
             },
         };
+        let shed_before = api.metrics.connections_shed.load(Ordering::Relaxed);
         let Some(guard) = slots.admit(&api.metrics.connections_shed) else {
             drop(stream);
             continue;
@@ -165,6 +182,11 @@ pub(crate) async fn serve<N: Network>(
             guard,
             cancel.clone(),
         ));
+        if api.metrics.connections_shed.load(Ordering::Relaxed) != shed_before {
+            // Let the evicted connection's task close its socket before accepting
+            // again, so open descriptors stay near the cap under a flood.
+            tokio::task::yield_now().await;
+        }
     }
 }
 
@@ -286,7 +308,9 @@ mod tests {
         let c = slots.admit(&shed).unwrap();
         assert!(b.slot.evict.is_cancelled());
         assert!(!a.slot.evict.is_cancelled());
+        assert_eq!(slots.open.load(Ordering::Relaxed), 2, "b's place went to c");
         drop(b);
+        assert_eq!(slots.open.load(Ordering::Relaxed), 2, "given back once");
         // Full again with a proven and c unproven: c goes for d.
         let _d = slots.admit(&shed).unwrap();
         assert!(c.slot.evict.is_cancelled());
