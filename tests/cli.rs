@@ -170,3 +170,37 @@ fn a_lease_too_short_for_quorum_mode_exits_2_and_names_lease() {
         "{err}"
     );
 }
+
+#[test]
+fn a_bad_or_missing_key_file_exits_2_and_names_file_and_line() {
+    let dir = std::env::temp_dir().join(format!("les-cli-keys-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let bad = dir.join("keys");
+    std::fs::write(&bad, "# ring\nnot-a-key\n").expect("write");
+    let out = les_node(&["--key-file", bad.to_str().unwrap()], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(err.contains("line 2") && err.contains("base64"), "{err}");
+    let out = les_node(&["--key-file", dir.join("absent").to_str().unwrap()], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("cannot read key file"),
+        "{}",
+        stderr(&out)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn keygen_prints_a_key_a_key_file_accepts() {
+    let out = les(&["keygen"], &[]);
+    assert!(out.status.success());
+    let key = String::from_utf8_lossy(&out.stdout);
+    assert!(les::auth::Keyring::parse(&key, "stdout").is_ok(), "{key}");
+    let again = les(&["keygen"], &[]);
+    assert_ne!(
+        key,
+        String::from_utf8_lossy(&again.stdout),
+        "keys are random"
+    );
+}

@@ -72,6 +72,11 @@ fn run_node(args: RunArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // A key file that cannot be used is bad input too: say so before anything starts.
+    if let Err(e) = les::daemon::load_auth(&resolved.keys) {
+        eprintln!("les: error: {e}");
+        return ExitCode::from(2);
+    }
     init_logging(resolved.log_format, "info");
     report(serve(&args, resolved))
 }
