@@ -285,7 +285,8 @@ impl<N: Network> Api<N> {
         self.refusals.warn(peer, why, method, path);
         let status = match why {
             Rejection::Cluster => StatusCode::FORBIDDEN,
-            Rejection::Busy => StatusCode::SERVICE_UNAVAILABLE,
+            // Not 503, which a peer reads as "leaving" (and only when tagged).
+            Rejection::Busy => StatusCode::TOO_MANY_REQUESTS,
             _ => StatusCode::UNAUTHORIZED,
         };
         let body = match why {

@@ -67,7 +67,11 @@ impl ContactError {
     pub fn failure(&self) -> Failure {
         match self {
             ContactError::Connect(_) => Failure::Refused,
-            ContactError::Timeout(_) | ContactError::Broken(_) => Failure::Timeout,
+            // An overloaded peer (429: too many recent requests to check) is up but slow:
+            // as weak a signal as a timeout.
+            ContactError::Timeout(_)
+            | ContactError::Broken(_)
+            | ContactError::Status(hyper::StatusCode::TOO_MANY_REQUESTS) => Failure::Timeout,
             // What a node answers on /state/{addr} while it leaves (see `api`): its own
             // word that it has released leadership.
             ContactError::Status(hyper::StatusCode::SERVICE_UNAVAILABLE) => Failure::Leaving,
@@ -381,3 +385,26 @@ impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
 }
 
 crate::net::forward_async_write!(Watched);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_are_weighed_by_what_they_say_about_the_peer() {
+        let status = |s: StatusCode| ContactError::Status(s).failure();
+        assert_eq!(status(StatusCode::SERVICE_UNAVAILABLE), Failure::Leaving);
+        assert_eq!(status(StatusCode::TOO_MANY_REQUESTS), Failure::Timeout);
+        assert_eq!(status(StatusCode::NOT_FOUND), Failure::BadResponse);
+        let refused = ContactError::Refused {
+            status: StatusCode::UNAUTHORIZED,
+            reason: "forged".into(),
+        };
+        assert_eq!(refused.failure(), Failure::BadResponse);
+        assert_eq!(
+            ContactError::Auth(Rejection::Unsigned).failure(),
+            Failure::BadResponse,
+            "an untagged answer from a keyed peer is not believed"
+        );
+    }
+}
