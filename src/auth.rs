@@ -68,9 +68,13 @@ pub const MAX_CLUSTER_LEN: usize = 64;
 /// The scheme's version, first in every header and in every tagged message.
 const VERSION: &str = "v1";
 
-/// One 32-byte key. Its `Debug` form does not show it.
+/// One 32-byte key, with its HMAC state prepared (the key schedule is done once, not
+/// per message). Its `Debug` form does not show it.
 #[derive(Clone)]
-pub struct Key([u8; KEY_LEN]);
+pub struct Key {
+    bytes: [u8; KEY_LEN],
+    prepared: HmacSha256,
+}
 
 impl fmt::Debug for Key {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -83,12 +87,20 @@ impl Key {
     pub fn generate() -> Result<Key, rand::rand_core::OsError> {
         let mut k = [0u8; KEY_LEN];
         rand::rngs::OsRng.try_fill_bytes(&mut k)?;
-        Ok(Key(k))
+        Ok(Key::from_bytes(k))
+    }
+
+    /// A key from its 32 bytes.
+    pub fn from_bytes(bytes: [u8; KEY_LEN]) -> Key {
+        // HMAC takes keys of any length; 32 bytes cannot be refused.
+        let prepared =
+            <HmacSha256 as Mac>::new_from_slice(&bytes).unwrap_or_else(|_| unreachable!());
+        Key { bytes, prepared }
     }
 
     /// The key as written in a key file (standard base64).
     pub fn to_base64(&self) -> String {
-        STANDARD.encode(self.0)
+        STANDARD.encode(self.bytes)
     }
 
     /// A key from its base64 form.
@@ -99,12 +111,11 @@ impl Key {
         let k: [u8; KEY_LEN] = bytes
             .try_into()
             .map_err(|b: Vec<u8>| format!("a key is {KEY_LEN} bytes, this one is {}", b.len()))?;
-        Ok(Key(k))
+        Ok(Key::from_bytes(k))
     }
 
     fn mac(&self) -> HmacSha256 {
-        // HMAC takes keys of any length; 32 bytes cannot be refused.
-        <HmacSha256 as Mac>::new_from_slice(&self.0).unwrap_or_else(|_| unreachable!())
+        self.prepared.clone()
     }
 }
 
@@ -189,7 +200,7 @@ impl Keyring {
     /// A short fingerprint of the signing key (first 8 hex digits of its SHA-256),
     /// for logs: enough to tell two keys apart, useless to an attacker.
     pub fn fingerprint(&self) -> String {
-        let digest = Sha256::digest(self.keys[0].0);
+        let digest = Sha256::digest(self.keys[0].bytes);
         digest[..4].iter().map(|b| format!("{b:02x}")).collect()
     }
 }

@@ -3,7 +3,7 @@ use super::*;
 const NOW: u64 = 1_800_000_000;
 
 fn key(b: u8) -> Key {
-    Key([b; KEY_LEN])
+    Key::from_bytes([b; KEY_LEN])
 }
 
 fn keyed(cluster: &str, keys: Vec<Key>) -> Auth {
