@@ -70,7 +70,7 @@ use rand::SeedableRng;
 
 use crate::wire::{Diag, MemberInfo, PeerState};
 use lease::QuorumState;
-pub use lease::{CLOCK_RATE_BOUND, MAX_TERM_LEAD_SECS};
+pub use lease::{CLOCK_RATE_BOUND, MAX_ALIASES, MAX_TERM_LEAD_SECS};
 use membership::{AnnounceLimit, Member, Tombstone};
 pub use membership::{ANNOUNCE_BURST, ANNOUNCE_REFILL_PER_SEC, MAX_ANNOUNCE_FETCHES};
 pub use types::{Action, CoreConfig, Event, Failure, LeaderChange, RemoveReason};
@@ -128,6 +128,9 @@ pub struct Core {
     announce: AnnounceLimit,
     /// States rejected for a term implausibly far ahead of the wall clock.
     terms_rejected: u64,
+    /// Other addresses found to reach this node itself (see `is_self_alias`): never
+    /// fetched again. At most [`MAX_ALIASES`].
+    aliases: HashSet<String>,
 }
 
 impl Core {
@@ -180,6 +183,7 @@ impl Core {
             resumed_at: None,
             announce: AnnounceLimit::default(),
             terms_rejected: 0,
+            aliases: HashSet::new(),
         }
     }
 
@@ -319,7 +323,7 @@ impl Core {
         match event {
             Event::Tick { wall } => self.on_tick(now, wall, &mut out),
             Event::StateReceived { from, state } => {
-                if self.plausible_term(&from, state.term) {
+                if self.plausible_term(&from, state.term) && !self.is_self_alias(&from, &state) {
                     self.on_state(now, from.clone(), state, &mut out);
                     self.fetch_done(&from, &mut out);
                 } else {

@@ -32,7 +32,7 @@
 use std::time::Duration;
 
 use super::{Action, Core};
-use crate::wire::LeaseInfo;
+use crate::wire::{LeaseInfo, PeerState};
 
 /// The documented bound on clock *rate* error, as a fraction (5 %): any node's
 /// monotonic clock measures an interval of real time `d` as between `d × (1 − ρ)` and
@@ -56,6 +56,10 @@ pub(super) fn promise_for(lease: Duration) -> Duration {
 /// `999999999999` would make every later fencing token meaningless to the systems
 /// that compare them.
 pub const MAX_TERM_LEAD_SECS: u64 = 86_400;
+
+/// Most other addresses of this node remembered (a seed list naming it by IP and by
+/// name, IPv4 and IPv6): enough for honest aliases, bounded against made-up ones.
+pub const MAX_ALIASES: usize = 16;
 
 /// A claim whose term lags the wall clock's seconds by more than this is renewed.
 const CLAIM_MAX_AGE_SECS: u64 = 2;
@@ -400,6 +404,24 @@ impl Core {
             "rejecting state from {from}: term {term} is implausibly far ahead of the wall clock"
         );
         false
+    }
+
+    /// Whether `state`, fetched from `from`, is this node's own: it lists this node
+    /// first with this node's exact start time. Then `from` is another name for this
+    /// node (`[::1]:4000` for `127.0.0.1:4000`, announced by anyone), and adding it
+    /// would make the node its own peer. The start time makes the test exact: no other
+    /// node has this one's start time to the bit.
+    pub(super) fn is_self_alias(&mut self, from: &str, state: &PeerState) -> bool {
+        let alias = from != self.me
+            && state.members.first() == Some(&self.me)
+            && state.start_time.to_bits() == self.start_time.to_bits();
+        if alias && self.aliases.len() < MAX_ALIASES && self.aliases.insert(from.to_string()) {
+            tracing::warn!(
+                peer = from,
+                "{from} is another address of this node itself: not adding it, not asking it again"
+            );
+        }
+        alias
     }
 
     /// [`Core::wall_now`] in whole seconds (0 for a clock before the epoch).

@@ -304,7 +304,7 @@ impl Core {
     }
 
     pub(super) fn fetch(&mut self, addr: String, out: &mut Vec<Action>) {
-        if addr == self.me {
+        if addr == self.me || self.aliases.contains(&addr) {
             return;
         }
         if self.in_flight.contains(&addr) {

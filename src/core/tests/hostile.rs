@@ -167,3 +167,23 @@ fn quorum_mode_an_implausible_term_moves_no_claim() {
     assert!(!a.is_member(B));
     assert!(a.term() <= wall_secs(ms(2)) + 1);
 }
+
+#[test]
+fn another_address_of_this_node_is_not_added_as_a_member() {
+    let mut core = node(A, 1.0, &[A]);
+    tick(&mut core, ms(0));
+    // Someone announces an alias of A; fetched back, it answers with A's own state.
+    let alias = "[::1]:1";
+    assert_eq!(fetches(&announce(&mut core, ms(1), alias)), vec![alias]);
+    let own = core.state();
+    recv(&mut core, ms(2), alias, own);
+    assert_eq!(core.member_count(), 0, "A is not its own peer");
+    assert!(
+        fetches(&announce(&mut core, ms(5_000), alias)).is_empty(),
+        "a known alias is not asked again"
+    );
+    // A real peer listing A first (as a Python node might) is still a member.
+    let peer = state(&[A, B], None, 0.5, 0);
+    recv(&mut core, ms(3), B, peer);
+    assert_eq!(core.member_count(), 1);
+}
