@@ -69,6 +69,9 @@ struct Args {
     /// Print only; write no files.
     #[arg(long)]
     no_write: bool,
+    /// Also write every figure measured, as JSON, to this file (to compare runs).
+    #[arg(long, value_name = "PATH")]
+    json: Option<PathBuf>,
     /// Cluster sizes for the core-level scale simulation (0 skips it).
     #[arg(long, value_delimiter = ',', default_value = "10,100,300")]
     sim_nodes: Vec<usize>,
@@ -440,6 +443,7 @@ fn auth_and_flood(args: &Args) -> anyhow::Result<()> {
         )?;
         println!("{}", report::auth_table(&r));
         println!("{}", serde_json::to_string(&r)?);
+        write_json(args, "auth", &r)?;
         if !args.no_write {
             report::write_auth(&args.out, &command, &r)?;
             eprintln!("wrote {}", args.out.display());
@@ -455,6 +459,7 @@ fn auth_and_flood(args: &Args) -> anyhow::Result<()> {
         let r = flood::run(&bin, &args.node_args, args.flood_trials, plan)?;
         println!("{}", report::flood_table(&r));
         println!("{}", serde_json::to_string(&r)?);
+        write_json(args, "flood", &r)?;
         if !args.no_write {
             report::write_flood(&args.out, &command, &r)?;
             eprintln!("wrote {}", args.out.display());
@@ -553,5 +558,33 @@ fn main() -> anyhow::Result<()> {
         eprintln!("wrote {} and {}", args.out.display(), args.svg.display());
     }
     println!("{}", report::headline_json(&results));
+    write_json(
+        &args,
+        "results",
+        &serde_json::json!({ "results": &results, "partitions": &parts }),
+    )?;
+    Ok(())
+}
+
+/// With `--json PATH`: write `figures` there, pretty-printed, as `{"<part>": …}`. The
+/// first part this run writes replaces the file; later parts of the same run join it.
+fn write_json(args: &Args, part: &str, figures: &impl Serialize) -> anyhow::Result<()> {
+    static STARTED: AtomicBool = AtomicBool::new(false);
+    let Some(path) = &args.json else {
+        return Ok(());
+    };
+    let mut doc: serde_json::Map<String, serde_json::Value> =
+        if STARTED.swap(true, Ordering::Relaxed) {
+            std::fs::read(path)
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok())
+                .unwrap_or_default()
+        } else {
+            serde_json::Map::new()
+        };
+    doc.insert(part.to_string(), serde_json::to_value(figures)?);
+    std::fs::write(path, serde_json::to_vec_pretty(&doc)?)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    eprintln!("wrote {}", path.display());
     Ok(())
 }
