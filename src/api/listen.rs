@@ -12,7 +12,11 @@
 //!   only a socket and a task waiting on it, with no HTTP buffers (hyper allocates
 //!   those per connection); it must send a complete first request within
 //!   [`FIRST_REQUEST_TIMEOUT`] or it is closed.
-//! - **Keep-alive gaps** are bounded by [`HEADER_READ_TIMEOUT`].
+//! - **Keep-alive gaps** are bounded by [`HEADER_READ_TIMEOUT`]. With a key, a
+//!   connection to the gossip port that has made only open requests (`/ping`,
+//!   `/metrics`…) never proves itself, so it is closed [`FIRST_REQUEST_TIMEOUT`] after
+//!   it opened; monitoring belongs on the admin listener, where any request proves a
+//!   connection.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -219,7 +223,9 @@ async fn connection<N: Network>(
         async move {
             api.gate.passed().await;
             let (resp, from_peer) = handle(&api, &req, peer, kind).await;
-            if from_peer {
+            // The admin listener serves monitoring, whose requests are all open: any
+            // answered request proves a connection there.
+            if from_peer || kind == Listener::Admin {
                 slot.proven.store(true, Ordering::Relaxed);
             }
             Metrics::add(&api.metrics.requests_served, 1);
