@@ -19,9 +19,9 @@
 //!
 //! Trailing slashes are accepted everywhere. The server never blocks on the protocol
 //! loop: `/state` is served from a pre-serialized snapshot the loop publishes in a
-//! [`Published`] cell, and notices for the loop go through a bounded queue (dropped,
+//! `Published` cell, and notices for the loop go through a bounded queue (dropped,
 //! not waited on, when full). Request bodies are refused (413) unread. Connections are
-//! capped and slow or silent clients cut off ([`listen`]).
+//! capped and slow or silent clients cut off (`listen`).
 //!
 //! Quorum mode needs one more thing from the server: a follower that serves its vote
 //! to the leader it names (`GET /state/{leader}`) has promised that leader not to

@@ -3,7 +3,7 @@
 //! [`NodeBuilder::start`] binds the HTTP listener (failing at once if the port is taken),
 //! then spawns four kinds of task, all tracked so shutdown can wait for every one:
 //!
-//! - the **protocol loop** ([`protocol`]), the only owner of the [`Core`]: it turns
+//! - the **protocol loop** (`protocol`), the only owner of the [`Core`]: it turns
 //!   timer ticks, answers from peers and notices from the HTTP server into events,
 //!   feeds them to the core, and carries out the actions (spawning one task per peer
 //!   request);

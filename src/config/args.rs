@@ -24,7 +24,7 @@ fn parse_seed(s: &str) -> Result<String, String> {
 ///
 /// Every field is optional so that a value from the config file can fill it; defaults
 /// are applied last by [`RunArgs::resolve`]. The `[default: …]` in each flag's help is
-/// generated from [`defaults`] ([`help_default`]), never typed here.
+/// generated from [`defaults`] (`help_default`), never typed here.
 #[derive(Debug, Clone, Default, clap::Args)]
 #[command(mut_args(document_default))]
 pub struct RunArgs {
