@@ -128,21 +128,36 @@ pub struct Keyring {
 /// Why a key file cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum KeyringError {
+    /// The file could not be read.
     #[error("cannot read key file {path}: {source}")]
     Read {
+        /// The file, as given.
         path: String,
+        /// Why.
         source: std::io::Error,
     },
+    /// A line is not a key.
     #[error("key file {path}, line {line}: {why}")]
     Line {
+        /// The file, as given.
         path: String,
+        /// 1-based line number.
         line: usize,
+        /// What is wrong with it.
         why: String,
     },
+    /// No key at all (only blank lines and comments).
     #[error("key file {path} holds no key (one base64 {KEY_LEN}-byte key per line; `les keygen` makes one)")]
-    Empty { path: String },
+    Empty {
+        /// The file, as given.
+        path: String,
+    },
+    /// More than [`MAX_KEYS`] keys.
     #[error("key file {path} holds more than {MAX_KEYS} keys")]
-    TooMany { path: String },
+    TooMany {
+        /// The file, as given.
+        path: String,
+    },
 }
 
 impl Keyring {
@@ -218,18 +233,25 @@ pub struct Settings {
 /// Why a request (or an answer) was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum Rejection {
+    /// No tag, and one is required.
     #[error("no signature, and this node requires one")]
     Unsigned,
+    /// The `X-Les-Auth` header does not parse.
     #[error("malformed authentication header")]
     Malformed,
+    /// The tag verifies under no key of the keyring.
     #[error("signature does not verify with any key in the keyring (wrong key?)")]
     Forged,
+    /// The timestamp is more than [`WINDOW_SECS`] from the receiver's clock.
     #[error("timestamp outside the {WINDOW_SECS} s window (replayed, or clocks disagree)")]
     Expired,
+    /// The nonce was seen within the window.
     #[error("nonce seen before (replayed)")]
     Replayed,
+    /// The nonce cache is full ([`MAX_NONCES`]).
     #[error("too many recent requests to remember their nonces")]
     Busy,
+    /// The sender's cluster name is not the receiver's.
     #[error("cluster name differs")]
     Cluster,
 }
@@ -340,7 +362,10 @@ pub enum Verified {
     /// It carried no tag, and none was required (unkeyed, or accepting unsigned).
     Unsigned,
     /// Its tag verified; the answer is tagged and bound to it.
-    Signed { tag: [u8; TAG_LEN] },
+    Signed {
+        /// The request's tag, which the answer's tag covers.
+        tag: [u8; TAG_LEN],
+    },
 }
 
 /// The tagging rules and the nonces seen, shared by a node's client and server.

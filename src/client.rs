@@ -42,22 +42,41 @@ pub const MAX_BODY: usize = 1 << 20;
 /// What went wrong with one request, with enough detail for a log line.
 #[derive(Debug, thiserror::Error)]
 pub enum ContactError {
+    /// No connection could be made (refused, unreachable, bad address).
     #[error("cannot connect: {0}")]
     Connect(String),
+    /// No complete answer within the request deadline.
     #[error("no answer within {0:?}")]
     Timeout(Duration),
+    /// The connection broke mid-request, twice.
     #[error("connection failed mid-request: {0}")]
     Broken(String),
+    /// A status other than success.
     #[error("answered HTTP {0}")]
     Status(StatusCode),
+    /// 401 or 403: the peer refused our tag or our cluster name.
     #[error("refused our request (HTTP {status}: {reason}); do both nodes have the same key and cluster name?")]
-    Refused { status: StatusCode, reason: String },
+    Refused {
+        /// 401 or 403.
+        status: StatusCode,
+        /// The peer's reason, from its answer body (at most 200 bytes).
+        reason: String,
+    },
+    /// The answer's tag is missing or wrong.
     #[error("answer failed authentication: {0}")]
     Auth(Rejection),
+    /// The peer's state names another cluster.
     #[error("belongs to cluster {theirs:?}, not {ours:?}")]
-    Cluster { theirs: String, ours: String },
+    Cluster {
+        /// The peer's cluster name (empty for none).
+        theirs: String,
+        /// Ours.
+        ours: String,
+    },
+    /// The body could not be read, or was over [`MAX_BODY`].
     #[error("answer body unreadable or over {MAX_BODY} bytes: {0}")]
     Body(String),
+    /// The body is not a valid state.
     #[error("{0}")]
     State(#[from] StateParseError),
 }

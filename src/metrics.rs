@@ -46,20 +46,33 @@ pub struct Metrics {
 /// A point-in-time copy of [`Metrics`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct MetricsSnapshot {
+    /// See [`Metrics::requests_sent`].
     pub requests_sent: u64,
+    /// See [`Metrics::requests_failed`].
     pub requests_failed: u64,
+    /// See [`Metrics::bytes_received`].
     pub bytes_received: u64,
+    /// See [`Metrics::requests_served`].
     pub requests_served: u64,
+    /// See [`Metrics::bytes_served`].
     pub bytes_served: u64,
+    /// See [`Metrics::leader_changes`].
     pub leader_changes: u64,
+    /// See [`Metrics::members`].
     pub members: u64,
+    /// See [`Metrics::term`].
     pub term: u64,
+    /// See [`Metrics::is_leader`].
     pub is_leader: u64,
     /// All refused requests, whatever the reason.
     pub requests_refused: u64,
+    /// See [`Metrics::connections_open`].
     pub connections_open: u64,
+    /// See [`Metrics::connections_shed`].
     pub connections_shed: u64,
+    /// See [`Metrics::announces_dropped`].
     pub announces_dropped: u64,
+    /// See [`Metrics::terms_rejected`].
     pub terms_rejected: u64,
 }
 
