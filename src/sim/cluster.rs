@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
+use crate::auth::Settings;
 use crate::config::Config;
 use crate::node::{NodeError, NodeHandle};
 use crate::sim::clock::{relative_ms, SimClock, BASE_EPOCH};
@@ -57,6 +58,8 @@ struct Slot {
     incarnations: Rc<RefCell<Vec<Incarnation>>>,
     /// The pause gate every incarnation of the node watches: `true` while paused.
     pause: Rc<watch::Sender<bool>>,
+    /// The keyring settings every incarnation starts with ([`Cluster::reload_auth`]).
+    auth: Rc<RefCell<Settings>>,
 }
 
 /// A simulated cluster of real les nodes. See the [module docs](crate::sim).
@@ -163,6 +166,7 @@ impl Cluster {
                 shared: self.shared.clone(),
                 starts: slot.starts.clone(),
                 incarnations: slot.incarnations.clone(),
+                auth: slot.auth.clone(),
             });
             self.sim.host(name, move || {
                 let software = software.clone();
@@ -397,6 +401,17 @@ impl Cluster {
         let incarnations = slot.incarnations.borrow();
         let last = incarnations.last()?;
         (last.start_no == slot.starts.get()).then(|| f(last))
+    }
+
+    /// Replace node `name`'s keyring settings, as a SIGHUP does: the running node now,
+    /// and every later restart.
+    #[track_caller]
+    pub fn reload_auth(&mut self, name: &str, settings: Settings) {
+        let i = self.index(name);
+        *self.nodes[i].auth.borrow_mut() = settings.clone();
+        if let Some(handle) = self.live_handle(i) {
+            handle.reload_auth(settings);
+        }
     }
 
     /// The running incarnation's handle, if the node is up and its software has started.

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use tokio::sync::watch;
 
+use crate::auth::Settings;
 use crate::config::Config;
 use crate::core::Action;
 use crate::hooks::{HookError, LeaderChange, LeaderChanged};
@@ -44,6 +45,8 @@ pub(crate) struct HostSoftware {
     pub(crate) shared: Arc<Shared>,
     pub(crate) starts: Rc<Cell<u32>>,
     pub(crate) incarnations: Rc<RefCell<Vec<Incarnation>>>,
+    /// The keyring settings to start with (see [`crate::sim::NodeSpec::auth`]).
+    pub(crate) auth: Rc<RefCell<Settings>>,
 }
 
 impl HostSoftware {
@@ -64,7 +67,9 @@ impl HostSoftware {
                 },
             );
         }
+        let auth = self.auth.borrow().clone();
         let builder = Node::builder(self.config.clone())
+            .auth(auth)
             .network(TurmoilNetwork::for_node(
                 &self.name,
                 incarnation,

@@ -1,6 +1,7 @@
 //! [`ClusterBuilder`] and [`NodeSpec`]: what a cluster is made of, before it runs.
 //! Clusters share nothing, so several may run at once (`tests/sim_determinism.rs`).
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -9,6 +10,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use super::{Cluster, Slot, PORT, SEED_ENV};
 use tokio::sync::watch;
 
+use crate::auth::Settings;
 use crate::config::Config;
 use crate::sim::clock::{SimClock, BASE_EPOCH};
 use crate::sim::net::Shared;
@@ -36,6 +38,7 @@ pub struct NodeSpec {
     pausable: bool,
     seeds: Option<Vec<String>>,
     configure: Vec<Configure>,
+    auth: Settings,
 }
 
 impl std::fmt::Debug for NodeSpec {
@@ -60,7 +63,15 @@ impl NodeSpec {
             pausable: false,
             seeds: None,
             configure: Vec::new(),
+            auth: Settings::default(),
         }
+    }
+
+    /// Authenticate this node's requests and answers with `settings`' keyring (see
+    /// [`crate::auth`]); change it later with [`Cluster::reload_auth`].
+    pub fn auth(mut self, settings: Settings) -> Self {
+        self.auth = settings;
+        self
     }
 
     /// This node's clock runs `offset` ahead of the base clock (its start times are later).
@@ -241,6 +252,7 @@ impl ClusterBuilder {
                 starts: Rc::default(),
                 incarnations: Rc::default(),
                 pause: Rc::new(watch::channel(false).0),
+                auth: Rc::new(RefCell::new(spec.auth)),
             });
         }
         shared.journal().set_names(
