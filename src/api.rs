@@ -38,7 +38,7 @@ use std::time::Duration;
 
 use http_body_util::Full;
 use hyper::body::{Body as _, Bytes, Incoming};
-use hyper::header::{HeaderValue, CONTENT_TYPE};
+use hyper::header::{HeaderValue, CONTENT_TYPE, IF_NONE_MATCH};
 use hyper::{Method, Request, Response, StatusCode};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
@@ -47,7 +47,7 @@ use crate::auth::{Auth, Rejection, Verified, AUTH_HEADER, CLUSTER_HEADER};
 use crate::client::PeerClient;
 use crate::metrics::Metrics;
 use crate::net::{Network, PauseGate, Timebase, WallClock};
-use crate::wire::{check_addr, Diag};
+use crate::wire::{check_addr, state_etag, Diag};
 
 pub(crate) mod listen;
 
@@ -76,6 +76,8 @@ pub(crate) struct Published {
     pub leader_served_at: Option<Duration>,
     /// The members the body lists (this node first): `/probe` targets only these.
     pub members: Vec<String>,
+    /// [`state_etag`] of `body`.
+    pub etag: String,
 }
 
 /// The [`Published`] cell the loop and the server share.
@@ -86,6 +88,7 @@ impl PublishedCell {
     /// A cell holding `body`, which names `leader`.
     pub fn new(body: Bytes, leader: Option<String>) -> Self {
         PublishedCell(Arc::new(Mutex::new(Published {
+            etag: state_etag(&body),
             body,
             leader,
             leader_served_at: None,
@@ -104,14 +107,15 @@ impl PublishedCell {
         self.lock().body.clone()
     }
 
-    /// The body, to answer `GET /state/{caller}` with. If `caller` is the leader it
-    /// names, `now()` (taken under the lock) is stamped as `leader_served_at`.
-    fn serve_to(&self, caller: &str, now: impl FnOnce() -> Duration) -> Bytes {
+    /// The body, to answer `GET /state/{caller}` with, and its etag. If `caller` is
+    /// the leader it names, `now()` (taken under the lock) is stamped as
+    /// `leader_served_at`: a `304` answer serves the same vote as the body.
+    fn serve_to(&self, caller: &str, now: impl FnOnce() -> Duration) -> (Bytes, String) {
         let mut p = self.lock();
         if p.leader.as_deref() == Some(caller) {
             p.leader_served_at = Some(now());
         }
-        p.body.clone()
+        (p.body.clone(), p.etag.clone())
     }
 }
 
@@ -170,6 +174,18 @@ impl Answer {
             status: StatusCode::OK,
             content_type: "application/json",
             body,
+        }
+    }
+
+    /// `304 Not Modified`: the caller's copy, whose etag it sent, is current. `body`
+    /// holds that etag until the answer is tagged (so the tag covers it: a request
+    /// whose `If-None-Match` was altered on the way gets an answer its sender cannot
+    /// verify), and is then dropped, as a 304 has no body.
+    fn not_modified(etag: String) -> Self {
+        Answer {
+            status: StatusCode::NOT_MODIFIED,
+            content_type: "application/json",
+            body: Bytes::from(etag),
         }
     }
 }
@@ -265,7 +281,7 @@ pub(crate) async fn handle<N: Network>(
             Err(why) => return (api.refuse(why, peer, method, path), false),
         };
         let trusted = from_peer(&api.auth, &verified);
-        let answer = route(api, target, listener).await;
+        let answer = route(api, target, listener, header(IF_NONE_MATCH.as_str())).await;
         return (api.finish(answer, &verified), trusted);
     };
     (api.finish(answer, &Verified::Unsigned), false)
@@ -303,7 +319,11 @@ impl<N: Network> Api<N> {
         let tag = self
             .auth
             .sign_answer(verified, answer.status.as_u16(), &answer.body);
-        let mut r = Response::new(Full::new(answer.body));
+        let body = match answer.status {
+            StatusCode::NOT_MODIFIED => Bytes::new(),
+            _ => answer.body,
+        };
+        let mut r = Response::new(Full::new(body));
         *r.status_mut() = answer.status;
         r.headers_mut()
             .insert(CONTENT_TYPE, HeaderValue::from_static(answer.content_type));
@@ -314,8 +334,14 @@ impl<N: Network> Api<N> {
     }
 }
 
-/// Route one request that passed its checks.
-async fn route<N: Network>(api: &Api<N>, target: Target<'_>, listener: Listener) -> Answer {
+/// Route one request that passed its checks; `if_none_match` is its header of that
+/// name, if any.
+async fn route<N: Network>(
+    api: &Api<N>,
+    target: Target<'_>,
+    listener: Listener,
+    if_none_match: Option<&str>,
+) -> Answer {
     let leaving = api.leaving.load(Ordering::Relaxed);
     let admin_only = api.admin_elsewhere && listener == Listener::Gossip;
     match target {
@@ -330,7 +356,11 @@ async fn route<N: Network>(api: &Api<N>, target: Target<'_>, listener: Listener)
         Target::StateFor(addr) => {
             // Never wait on the loop: under a flood, drop the notice (the caller retries).
             let _ = api.inbound.try_send(Inbound::Announced(addr.to_string()));
-            Answer::json(api.published.serve_to(addr, || api.timebase.now()))
+            let (body, etag) = api.published.serve_to(addr, || api.timebase.now());
+            match if_none_match {
+                Some(tag) if tag == etag => Answer::not_modified(etag),
+                _ => Answer::json(body),
+            }
         }
         Target::Diag | Target::Metrics if admin_only => Answer::text(
             StatusCode::NOT_FOUND,
@@ -413,7 +443,8 @@ mod tests {
         let cell = PublishedCell::new(Bytes::from_static(b"{}"), Some("a:1".into()));
         let at = Duration::from_millis(7);
         assert_eq!(cell.body(), Bytes::from_static(b"{}"));
-        assert_eq!(cell.serve_to("b:1", || at), Bytes::from_static(b"{}"));
+        assert_eq!(cell.serve_to("b:1", || at).0, Bytes::from_static(b"{}"));
+        assert_eq!(cell.serve_to("b:1", || at).1, state_etag(b"{}"));
         assert_eq!(cell.lock().leader_served_at, None);
         cell.serve_to("a:1", || at);
         assert_eq!(cell.lock().leader_served_at, Some(at));

@@ -24,13 +24,14 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, ReadBuf};
 use tokio::sync::mpsc;
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::auth::{Auth, Rejection, RequestTag, AUTH_HEADER, CLUSTER_HEADER};
 use crate::core::Failure;
 use crate::metrics::Metrics;
 use crate::net::{Network, SystemClock, WallClock};
-use crate::wire::{PeerState, StateParseError};
+use crate::wire::{state_etag, PeerState, StateParseError};
 
 /// How long a pooled connection may sit idle before the client closes it; shorter
 /// than [`crate::api::HEADER_READ_TIMEOUT`].
@@ -112,6 +113,8 @@ pub struct PeerClient<N: Network> {
     metrics: Arc<Metrics>,
     auth: Arc<Auth>,
     clock: Arc<dyn WallClock>,
+    /// Each peer's last state and its etag, for `If-None-Match`.
+    states: Arc<Mutex<HashMap<String, (String, PeerState)>>>,
 }
 
 /// What a node's client shares with the rest of the node (see [`PeerClient::for_node`]).
@@ -169,14 +172,31 @@ impl<N: Network> PeerClient<N> {
             metrics,
             auth,
             clock,
+            states: Arc::default(),
         }
     }
 
-    /// `GET /state/{me}` at `addr`: fetch its state and announce ourselves.
+    /// `GET /state/{me}` at `addr`: fetch its state and announce ourselves. When we
+    /// hold a copy of its last state, the request carries that copy's etag and a peer
+    /// whose state has not changed answers `304` with no body: the copy is returned.
     pub async fn fetch_state(&self, addr: &str, me: &str) -> Result<PeerState, ContactError> {
-        let body = self
-            .request(Method::GET, addr, &format!("/state/{me}"))
-            .await?;
+        let cached = self
+            .states
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(addr)
+            .cloned();
+        let path = format!("/state/{me}");
+        let etag = cached.as_ref().map(|(etag, _)| etag.as_str());
+        let body = match self.request_with(Method::GET, addr, &path, etag).await? {
+            Reply::NotModified => {
+                // Only sent when we had a copy, so there is one.
+                return cached
+                    .map(|(_, s)| s)
+                    .ok_or(ContactError::Status(StatusCode::NOT_MODIFIED));
+            }
+            Reply::Body(body) => body,
+        };
         let state = PeerState::from_json(&body)?;
         let theirs = state.cluster.as_deref().unwrap_or("");
         if theirs != self.auth.cluster() {
@@ -185,6 +205,11 @@ impl<N: Network> PeerClient<N> {
                 ours: self.auth.cluster().to_string(),
             });
         }
+        let mut states = self.states.lock().unwrap_or_else(PoisonError::into_inner);
+        if states.len() >= MAX_CACHED_STATES && !states.contains_key(addr) {
+            states.clear();
+        }
+        states.insert(addr.to_string(), (state_etag(&body), state.clone()));
         Ok(state)
     }
 
@@ -222,10 +247,24 @@ impl<N: Network> PeerClient<N> {
     /// same deadline, so a dead peer shows as refused (strong) rather than as a broken
     /// exchange (weak).
     async fn request(&self, method: Method, addr: &str, path: &str) -> Result<Bytes, ContactError> {
+        match self.request_with(method, addr, path, None).await? {
+            Reply::Body(body) => Ok(body),
+            Reply::NotModified => Err(ContactError::Status(StatusCode::NOT_MODIFIED)),
+        }
+    }
+
+    /// [`PeerClient::request`], with an `If-None-Match` header if `etag` is set.
+    async fn request_with(
+        &self,
+        method: Method,
+        addr: &str,
+        path: &str,
+        etag: Option<&str>,
+    ) -> Result<Reply, ContactError> {
         Metrics::add(&self.metrics.requests_sent, 1);
         let attempts = async {
-            match self.exchange(method.clone(), addr, path).await {
-                Err(ContactError::Broken(_)) => self.exchange(method, addr, path).await,
+            match self.exchange(method.clone(), addr, path, etag).await {
+                Err(ContactError::Broken(_)) => self.exchange(method, addr, path, etag).await,
                 other => other,
             }
         };
@@ -234,7 +273,8 @@ impl<N: Network> PeerClient<N> {
             .map_err(|_| ContactError::Timeout(self.timeout))
             .and_then(|r| r);
         match &result {
-            Ok(body) => Metrics::add(&self.metrics.bytes_received, body.len() as u64),
+            Ok(Reply::Body(body)) => Metrics::add(&self.metrics.bytes_received, body.len() as u64),
+            Ok(Reply::NotModified) => {}
             Err(_) => Metrics::add(&self.metrics.requests_failed, 1),
         }
         result
@@ -245,7 +285,8 @@ impl<N: Network> PeerClient<N> {
         method: Method,
         addr: &str,
         path: &str,
-    ) -> Result<Bytes, ContactError> {
+        etag: Option<&str>,
+    ) -> Result<Reply, ContactError> {
         let uri: Uri = format!("http://{addr}{path}")
             .parse()
             .map_err(|e| ContactError::Connect(format!("bad address {addr:?}: {e}")))?;
@@ -261,6 +302,9 @@ impl<N: Network> PeerClient<N> {
         }
         if let Some(t) = &tag {
             req = req.header(AUTH_HEADER, &t.header);
+        }
+        if let Some(e) = etag {
+            req = req.header(hyper::header::IF_NONE_MATCH, e);
         }
         let req = req
             .body(Empty::new())
@@ -282,19 +326,30 @@ impl<N: Network> PeerClient<N> {
             .await
             .map_err(|e| ContactError::Body(e.to_string()))?
             .to_bytes();
-        self.check_answer(tag.as_ref(), status, answer_tag.as_deref(), body)
+        self.check_answer(tag.as_ref(), status, answer_tag.as_deref(), body, etag)
     }
 
-    /// Accept an answer only if it is authentic: a success, or a 503 (which says the
-    /// peer is leaving and may end a promise), must carry a tag bound to our request
-    /// when we are keyed. Other failures are failures whoever sent them.
+    /// Accept an answer only if it is authentic: a success, a 304 (whose tag covers the
+    /// etag we sent, `etag`), or a 503 (which says the peer is leaving and may end a
+    /// promise), must carry a tag bound to our request when we are keyed. Other
+    /// failures are failures whoever sent them.
     fn check_answer(
         &self,
         tag: Option<&RequestTag>,
         status: StatusCode,
         answer_tag: Option<&str>,
         body: Bytes,
-    ) -> Result<Bytes, ContactError> {
+        etag: Option<&str>,
+    ) -> Result<Reply, ContactError> {
+        if status == StatusCode::NOT_MODIFIED {
+            let Some(etag) = etag else {
+                return Err(ContactError::Status(status)); // we asked for no such thing
+            };
+            self.auth
+                .verify_answer(tag, status.as_u16(), answer_tag, etag.as_bytes())
+                .map_err(ContactError::Auth)?;
+            return Ok(Reply::NotModified);
+        }
         if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
             let reason = String::from_utf8_lossy(&body[..body.len().min(200)]);
             return Err(ContactError::Refused {
@@ -308,12 +363,24 @@ impl<N: Network> PeerClient<N> {
                 .map_err(ContactError::Auth)?;
         }
         if status.is_success() {
-            Ok(body)
+            Ok(Reply::Body(body))
         } else {
             Err(ContactError::Status(status))
         }
     }
 }
+
+/// A successful answer.
+enum Reply {
+    /// `2xx`, with its body.
+    Body(Bytes),
+    /// `304`: the copy whose etag we sent is current.
+    NotModified,
+}
+
+/// Most peer states kept for `If-None-Match` (one per address contacted); past it the
+/// cache starts over, costing one full answer per peer.
+const MAX_CACHED_STATES: usize = 16_384;
 
 /// The innermost cause is the useful part of hyper's error chain ("Connection refused").
 fn error_chain(e: &dyn std::error::Error) -> String {

@@ -138,6 +138,17 @@ impl PeerState {
     }
 }
 
+/// The entity tag of a state document: a digest of its exact bytes, quoted as HTTP
+/// wants. Both sides compute it from the body itself (neither trusts a header for it):
+/// a node answers `GET /state/{addr}` carrying `If-None-Match` with this digest of its
+/// current body `304 Not Modified`, so peers that agree exchange no body at all.
+pub fn state_etag(body: &[u8]) -> String {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(body);
+    let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+    format!("\"{hex}\"")
+}
+
 /// A peer's answer could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum StateParseError {

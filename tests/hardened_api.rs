@@ -184,3 +184,70 @@ async fn a_silent_connection_is_closed_after_the_first_request_deadline() {
     }
     n.leave().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unchanged_state_is_answered_304_and_the_tag_covers_the_etag() {
+    let key = Key::generate().unwrap();
+    let n = node(keyed(&key), None).await;
+    let a = n.addr().to_string();
+    let body = raw(&a, "GET /state", "").await;
+    let body = body.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    let etag = les::wire::state_etag(body.as_bytes());
+    let signer = Auth::new("", keyed(&key));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let path = format!("/state/{a}");
+    let ask = |inm: &str| {
+        let tag = signer.sign_request("GET", &path, now).unwrap();
+        let headers = format!("{AUTH_HEADER}: {}\r\nIf-None-Match: {inm}\r\n", tag.header);
+        (tag, headers)
+    };
+    let (tag, headers) = ask(&etag);
+    let answer = raw(&a, &format!("GET {path}"), &headers).await;
+    assert_eq!(status(&answer), 304, "{answer}");
+    assert!(answer.ends_with("\r\n\r\n"), "no body: {answer:?}");
+    let answer_tag = answer
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{AUTH_HEADER}: ")))
+        .expect("a tagged 304");
+    assert_eq!(signer.verify_answer(Some(&tag), 304, Some(answer_tag), etag.as_bytes()), Ok(()));
+    // Had the If-None-Match been altered on the way, the sender's own etag would not
+    // verify against the answer.
+    assert!(signer
+        .verify_answer(Some(&tag), 304, Some(answer_tag), b"\"0000\"")
+        .is_err());
+    // Another etag gets the body.
+    let (_, headers) = ask("\"stale\"");
+    assert_eq!(status(&raw(&a, &format!("GET {path}"), &headers).await), 200);
+    n.leave().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peers_that_agree_exchange_no_state_bodies() {
+    let (a, b) = (free_addr(), free_addr());
+    let start = |me: &str| {
+        let mut cfg = Config::new(me, vec![a.clone(), b.clone()]);
+        cfg.bind = me.parse().expect("socket addr");
+        cfg.interval = Duration::from_millis(50);
+        Node::start(cfg)
+    };
+    let na = start(&a).await.expect("a starts");
+    let nb = start(&b).await.expect("b starts");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !(na.leader().is_some() && na.leader() == nb.leader()) {
+        assert!(std::time::Instant::now() < deadline, "agreement");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = na.metrics();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after = na.metrics();
+    let requests = after.requests_sent - before.requests_sent;
+    let bytes = after.bytes_received - before.bytes_received;
+    assert!(requests >= 10, "{requests} requests in a second");
+    assert_eq!(bytes, 0, "{requests} requests, {bytes} body bytes: all 304");
+    nb.leave().await;
+    na.leave().await;
+}

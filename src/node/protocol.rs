@@ -394,6 +394,7 @@ impl<N: Network> Protocol<N> {
                 }
             }
         }
+        p.etag = crate::wire::state_etag(&body);
         p.body = body;
         p.leader = state.leader;
         p.members = state.members;
