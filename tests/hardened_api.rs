@@ -50,6 +50,13 @@ async fn node(auth: Settings, admin: Option<String>) -> NodeHandle {
         .expect("node starts")
 }
 
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("the clock is past 1970")
+        .as_secs()
+}
+
 fn keyed(key: &Key) -> Settings {
     Settings {
         keyring: Keyring::new(vec![key.clone()]),
@@ -106,10 +113,7 @@ async fn a_keyed_node_serves_reads_to_anyone_and_refuses_the_rest() {
 
     // A valid tag gets through once; the same request again is a replay.
     let signer = Auth::new("", keyed(&key));
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
+    let now = now_secs();
     let path = format!("/probe/{a}");
     let tag = signer.sign_request("GET", &path, now).unwrap();
     let header = format!("{AUTH_HEADER}: {}\r\n", tag.header);
@@ -194,10 +198,7 @@ async fn an_unchanged_state_is_answered_304_and_the_tag_covers_the_etag() {
     let body = body.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
     let etag = les::wire::state_etag(body.as_bytes());
     let signer = Auth::new("", keyed(&key));
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
+    let now = now_secs();
     let path = format!("/state/{a}");
     let ask = |inm: &str| {
         let tag = signer.sign_request("GET", &path, now).unwrap();
@@ -212,7 +213,10 @@ async fn an_unchanged_state_is_answered_304_and_the_tag_covers_the_etag() {
         .lines()
         .find_map(|l| l.strip_prefix(&format!("{AUTH_HEADER}: ")))
         .expect("a tagged 304");
-    assert_eq!(signer.verify_answer(Some(&tag), 304, Some(answer_tag), etag.as_bytes()), Ok(()));
+    assert_eq!(
+        signer.verify_answer(Some(&tag), 304, Some(answer_tag), etag.as_bytes()),
+        Ok(())
+    );
     // Had the If-None-Match been altered on the way, the sender's own etag would not
     // verify against the answer.
     assert!(signer
@@ -220,7 +224,10 @@ async fn an_unchanged_state_is_answered_304_and_the_tag_covers_the_etag() {
         .is_err());
     // Another etag gets the body.
     let (_, headers) = ask("\"stale\"");
-    assert_eq!(status(&raw(&a, &format!("GET {path}"), &headers).await), 200);
+    assert_eq!(
+        status(&raw(&a, &format!("GET {path}"), &headers).await),
+        200
+    );
     n.leave().await;
 }
 
