@@ -10,6 +10,8 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use les::config::{LogFormat, Resolved, RunArgs};
+use les::net::TokioNetwork;
+use les::node::NodeBuilder;
 
 /// Leader Election by Seniority: a gossip membership service whose nodes agree on one
 /// leader, the node that has been running longest.
@@ -72,18 +74,26 @@ fn run_node(args: RunArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    // A key file that cannot be used is bad input too: say so before anything starts.
-    if let Err(e) = les::daemon::load_auth(&resolved.keys) {
-        eprintln!("les: error: {e}");
-        return ExitCode::from(2);
-    }
     init_logging(resolved.log_format, "info");
-    report(serve(&args, resolved))
+    // The builder reads the key file: one that cannot be used is bad input too, said
+    // before anything starts.
+    let builder = match les::daemon::node_builder(&resolved) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("les: error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    report(serve(&args, resolved, builder))
 }
 
 /// Run one node until SIGINT or SIGTERM, then leave gracefully. SIGHUP re-reads the
 /// key settings from `args` (and the config file it names).
-fn serve(args: &RunArgs, resolved: Resolved) -> anyhow::Result<()> {
+fn serve(
+    args: &RunArgs,
+    resolved: Resolved,
+    builder: NodeBuilder<TokioNetwork>,
+) -> anyhow::Result<()> {
     // If les dies without leaving, release what on_leader took (see les::commands).
     let guard = les::daemon::crash_guard(&resolved)
         .context("cannot start the crash guard for on_follower")?;
@@ -94,7 +104,7 @@ fn serve(args: &RunArgs, resolved: Resolved) -> anyhow::Result<()> {
         .context("cannot start the async runtime")?;
     rt.block_on(async {
         let bind = resolved.config.bind;
-        let node = les::daemon::node_builder(&resolved)?
+        let node = builder
             .start()
             .await
             .with_context(|| format!("cannot start the node on {bind}"))?;
