@@ -96,18 +96,16 @@ impl Slots {
         })
     }
 
-    /// A place for a new connection, or `None` when the cap is reached and no
-    /// unproven connection could be closed for it. `shed` counts the connections closed
-    /// (or refused) for the cap. An evicted connection's place is given back at once;
-    /// the caller should yield so that its task closes the socket before the next
-    /// accept.
-    fn admit(self: &Arc<Self>, shed: &std::sync::atomic::AtomicU64) -> Option<SlotGuard> {
+    /// A place for a new connection, if there is one or an unproven connection could
+    /// be closed for it. An evicted connection's place is given back at once; the
+    /// caller should yield so that its task closes the socket before the next accept.
+    fn admit(self: &Arc<Self>) -> Admission {
         let mut queue = self.unproven.lock().unwrap_or_else(PoisonError::into_inner);
-        if self.open.load(Ordering::Relaxed) >= self.max {
-            Metrics::add(shed, 1);
+        let evicted = self.open.load(Ordering::Relaxed) >= self.max;
+        if evicted {
             match evict_oldest(&mut queue) {
                 Some(slot) => slot.release(self),
-                None => return None,
+                None => return Admission::Refused,
             }
         }
         if queue.len() > 2 * self.max {
@@ -123,11 +121,25 @@ impl Slots {
         });
         queue.push_back(Arc::downgrade(&slot));
         self.open.fetch_add(1, Ordering::Relaxed);
-        Some(SlotGuard {
+        let guard = SlotGuard {
             slots: self.clone(),
             slot,
-        })
+        };
+        match evicted {
+            true => Admission::MadeRoom(guard),
+            false => Admission::Admitted(guard),
+        }
     }
+}
+
+/// What [`Slots::admit`] did with a new connection.
+enum Admission {
+    /// There was room.
+    Admitted(SlotGuard),
+    /// The cap was reached; the oldest unproven connection was closed for this one.
+    MadeRoom(SlotGuard),
+    /// The cap was reached and every open connection has proven itself.
+    Refused,
 }
 
 /// Close the oldest open connection that has not proven itself, and return its slot;
@@ -169,11 +181,17 @@ pub(crate) async fn serve<N: Network>(
                 }
             },
         };
-        let shed_before = api.metrics.connections_shed.load(Ordering::Relaxed);
-        let Some(guard) = slots.admit(&api.metrics.connections_shed) else {
-            drop(stream);
-            continue;
+        let (guard, made_room) = match slots.admit() {
+            Admission::Admitted(g) => (g, false),
+            Admission::MadeRoom(g) => (g, true),
+            Admission::Refused => {
+                Metrics::add(&api.metrics.connections_shed, 1);
+                continue;
+            }
         };
+        if made_room {
+            Metrics::add(&api.metrics.connections_shed, 1);
+        }
         Metrics::set(
             &api.metrics.connections_open,
             slots.open.load(Ordering::Relaxed) as u64,
@@ -186,7 +204,7 @@ pub(crate) async fn serve<N: Network>(
             guard,
             cancel.clone(),
         ));
-        if api.metrics.connections_shed.load(Ordering::Relaxed) != shed_before {
+        if made_room {
             // Let the evicted connection's task close its socket before accepting
             // again, so open descriptors stay near the cap under a flood.
             tokio::task::yield_now().await;
@@ -303,31 +321,43 @@ crate::net::forward_async_write!(Prefixed);
 mod tests {
     use super::*;
 
+    fn only_admitted(a: Admission) -> SlotGuard {
+        match a {
+            Admission::Admitted(g) => g,
+            _ => panic!("there was room"),
+        }
+    }
+
+    fn made_room(a: Admission) -> SlotGuard {
+        match a {
+            Admission::MadeRoom(g) => g,
+            _ => panic!("the cap was reached: an unproven connection should have been closed"),
+        }
+    }
+
     #[test]
     fn at_the_cap_the_oldest_unproven_connection_makes_room() {
-        let shed = std::sync::atomic::AtomicU64::new(0);
         let slots = Slots::new(2);
-        let a = slots.admit(&shed).unwrap();
-        let b = slots.admit(&shed).unwrap();
+        let a = only_admitted(slots.admit());
+        let b = only_admitted(slots.admit());
         a.slot.proven.store(true, Ordering::Relaxed);
         // Full: b (unproven, oldest such) is evicted for c.
-        let c = slots.admit(&shed).unwrap();
+        let c = made_room(slots.admit());
         assert!(b.slot.evict.is_cancelled());
         assert!(!a.slot.evict.is_cancelled());
         assert_eq!(slots.open.load(Ordering::Relaxed), 2, "b's place went to c");
         drop(b);
         assert_eq!(slots.open.load(Ordering::Relaxed), 2, "given back once");
         // Full again with a proven and c unproven: c goes for d.
-        let _d = slots.admit(&shed).unwrap();
+        let _d = made_room(slots.admit());
         assert!(c.slot.evict.is_cancelled());
         drop(c);
         // Both remaining proven: nothing to evict, the newcomer is refused.
         let e_slots = Slots::new(1);
-        let e = e_slots.admit(&shed).unwrap();
+        let e = only_admitted(e_slots.admit());
         e.slot.proven.store(true, Ordering::Relaxed);
-        assert!(e_slots.admit(&shed).is_none());
+        assert!(matches!(e_slots.admit(), Admission::Refused));
         drop(e);
-        assert!(e_slots.admit(&shed).is_some());
-        assert_eq!(shed.load(Ordering::Relaxed), 3, "two evicted, one refused");
+        assert!(matches!(e_slots.admit(), Admission::Admitted(_)));
     }
 }
