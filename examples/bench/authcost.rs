@@ -183,14 +183,9 @@ fn trial(
             .sum::<f64>();
     }
 
-    let tk = SystemTime::now();
-    c.nodes[leader].signal(libc::SIGKILL);
-    c.nodes[leader].reap(Duration::from_secs(5));
-    let (next, at) = c
-        .wait_agreement(Some(leader), wait)
-        .context("crash failover")?;
-    out.failover_ms = crate::ms_between(tk, at);
-    out.wrong_leader += usize::from(crate::most_senior(&c) != Some(next));
+    let (next, ms, wrong) = crate::crash_failover(&mut c, leader, wait)?;
+    out.failover_ms = ms;
+    out.wrong_leader += usize::from(wrong);
 
     let tt = SystemTime::now();
     c.nodes[next].signal(libc::SIGTERM);

@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use les::client::PeerClient;
@@ -275,15 +275,9 @@ fn plain_failover(
     let mut c = with_soft_fd_limit(plan.node_nofile, || Cluster::launch(bin, NODES, extra, dir))?;
     let (leader, _) = c.wait_agreement(None, wait).context("convergence")?;
     std::thread::sleep(Duration::from_secs(2));
-    let tk = SystemTime::now();
-    c.nodes[leader].signal(libc::SIGKILL);
-    c.nodes[leader].reap(Duration::from_secs(5));
-    let (next, at) = c
-        .wait_agreement(Some(leader), wait)
-        .context("crash failover")?;
-    let wrong = crate::most_senior(&c) != Some(next);
+    let (_, ms, wrong) = crate::crash_failover(&mut c, leader, wait)?;
     c.shutdown();
-    Ok((crate::ms_between(tk, at), wrong))
+    Ok((ms, wrong))
 }
 
 /// (leader changes, term) of every node, from /metrics.
@@ -378,15 +372,12 @@ fn flood_trial(
     out.closed_per_s = closed_during as f64 / flood_secs;
 
     // The crash, the flood still on.
-    let tk = SystemTime::now();
-    c.nodes[leader].signal(libc::SIGKILL);
-    c.nodes[leader].reap(Duration::from_secs(5));
-    match c.wait_agreement(Some(leader), wait) {
-        Ok((next, at)) => {
-            out.failover_ms = Some(crate::ms_between(tk, at));
-            out.wrong_leader = crate::most_senior(&c) != Some(next);
+    match crate::crash_failover(&mut c, leader, wait) {
+        Ok((_, ms, wrong)) => {
+            out.failover_ms = Some(ms);
+            out.wrong_leader = wrong;
         }
-        Err(e) => eprintln!("\nfailover under the flood: {e}"),
+        Err(e) => eprintln!("\nfailover under the flood: {e:#}"),
     }
     let counters = attack.stop();
     out.connect_errors = counters.connect_errors.load(Ordering::Relaxed) as f64;

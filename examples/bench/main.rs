@@ -185,6 +185,22 @@ fn most_senior(c: &Cluster) -> Option<usize> {
         .map(|(_, _, i)| i)
 }
 
+/// SIGKILL node `leader` of `c` and wait (bounded) for the survivors to agree: the new
+/// leader, the failover time in ms, and whether the new leader is not the most senior.
+fn crash_failover(
+    c: &mut Cluster,
+    leader: usize,
+    wait: Duration,
+) -> anyhow::Result<(usize, f64, bool)> {
+    let tk = SystemTime::now();
+    c.nodes[leader].signal(libc::SIGKILL);
+    c.nodes[leader].reap(Duration::from_secs(5));
+    let (next, at) = c
+        .wait_agreement(Some(leader), wait)
+        .context("crash failover")?;
+    Ok((next, ms_between(tk, at), most_senior(c) != Some(next)))
+}
+
 fn timings(bin: &std::path::Path, n: usize, args: &Args) -> anyhow::Result<Timings> {
     let wait = Duration::from_secs(20);
     let (mut conv, mut fail, mut hand, mut wrong) = (Vec::new(), Vec::new(), Vec::new(), 0);
@@ -195,14 +211,9 @@ fn timings(bin: &std::path::Path, n: usize, args: &Args) -> anyhow::Result<Timin
         conv.push(ms_between(t0, at));
         wrong += usize::from(most_senior(&c) != Some(leader));
 
-        let tk = SystemTime::now();
-        c.nodes[leader].signal(libc::SIGKILL);
-        c.nodes[leader].reap(Duration::from_secs(5));
-        let (next, at) = c
-            .wait_agreement(Some(leader), wait)
-            .context("crash failover")?;
-        fail.push(ms_between(tk, at));
-        wrong += usize::from(most_senior(&c) != Some(next));
+        let (next, ms, wrong_one) = crash_failover(&mut c, leader, wait)?;
+        fail.push(ms);
+        wrong += usize::from(wrong_one);
 
         if n > 2 {
             let tt = SystemTime::now();
