@@ -2,6 +2,8 @@
 //! which requests are open, what a refusal looks like and where it is counted, probes
 //! only of members, no request bodies, the admin listener, and silent connections cut.
 
+mod common;
+
 use std::time::Duration;
 
 use les::auth::{Auth, Key, Keyring, Settings, AUTH_HEADER};
@@ -10,27 +12,7 @@ use les::node::{Node, NodeHandle};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-/// Send a raw HTTP/1.1 request (extra header lines in `headers`) and return the answer.
-async fn raw(addr: &str, request_line: &str, headers: &str) -> String {
-    let mut s = TcpStream::connect(addr).await.expect("connect");
-    let req =
-        format!("{request_line} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{headers}\r\n");
-    s.write_all(req.as_bytes()).await.expect("write");
-    let mut out = Vec::new();
-    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out))
-        .await
-        .expect("answer in time")
-        .expect("read");
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-fn status(answer: &str) -> u16 {
-    answer
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0)
-}
+use common::{raw_http as raw, status_of as status};
 
 fn free_addr() -> String {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");

@@ -1,34 +1,20 @@
 //! The HTTP API of a real node (in-process, loopback, OS-assigned ports), and how a
 //! node copes with peers that misbehave or that speak only the original Python fields.
 
+mod common;
+
 use std::time::{Duration, Instant};
+
+use common::status_of;
 
 use les::config::Config;
 use les::node::{Node, NodeHandle};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 
 /// Send a raw HTTP/1.1 request and return the whole answer as text.
 async fn raw(addr: &str, request_line: &str) -> String {
-    let mut s = TcpStream::connect(addr).await.expect("connect");
-    let req = format!(
-        "{request_line} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
-    );
-    s.write_all(req.as_bytes()).await.expect("write");
-    let mut out = Vec::new();
-    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out))
-        .await
-        .expect("answer in time")
-        .expect("read");
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-fn status_of(answer: &str) -> u16 {
-    answer
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0)
+    common::raw_http(addr, request_line, "Content-Length: 0\r\n").await
 }
 
 fn body_of(answer: &str) -> &str {

@@ -144,3 +144,29 @@ pub fn agreed_leader(addrs: &[String]) -> Option<String> {
     }
     leader
 }
+
+/// Send one raw HTTP/1.1 request to `addr` (`request_line` such as `GET /ping`, extra
+/// header lines in `headers`, each ending in `\r\n`) and return the whole answer as
+/// text; the connection is closed after it.
+pub async fn raw_http(addr: &str, request_line: &str, headers: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let req =
+        format!("{request_line} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{headers}\r\n");
+    s.write_all(req.as_bytes()).await.expect("write");
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out))
+        .await
+        .expect("answer in time")
+        .expect("read");
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The status code of a raw answer (0 if there is none).
+pub fn status_of(answer: &str) -> u16 {
+    answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
