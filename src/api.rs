@@ -281,7 +281,11 @@ pub(crate) async fn handle<N: Network>(
             Err(why) => return (api.refuse(why, peer, method, path), false),
         };
         let trusted = from_peer(&api.auth, &verified);
-        let answer = route(api, target, listener, header(IF_NONE_MATCH.as_str())).await;
+        let asked = Asked {
+            if_none_match: header(IF_NONE_MATCH.as_str()),
+            probe_timeout: header(crate::wire::PROBE_TIMEOUT_HEADER),
+        };
+        let answer = route(api, target, listener, asked).await;
         return (api.finish(answer, &verified), trusted);
     };
     (api.finish(answer, &Verified::Unsigned), false)
@@ -334,13 +338,20 @@ impl<N: Network> Api<N> {
     }
 }
 
-/// Route one request that passed its checks; `if_none_match` is its header of that
-/// name, if any.
+/// The request headers that shape an answer.
+struct Asked<'a> {
+    /// `If-None-Match`: the etag of the state document the caller holds.
+    if_none_match: Option<&'a str>,
+    /// [`crate::wire::PROBE_TIMEOUT_HEADER`], on `/probe/{addr}`.
+    probe_timeout: Option<&'a str>,
+}
+
+/// Route one request that passed its checks.
 async fn route<N: Network>(
     api: &Api<N>,
     target: Target<'_>,
     listener: Listener,
-    if_none_match: Option<&str>,
+    asked: Asked<'_>,
 ) -> Answer {
     let leaving = api.leaving.load(Ordering::Relaxed);
     let admin_only = api.admin_elsewhere && listener == Listener::Gossip;
@@ -357,7 +368,7 @@ async fn route<N: Network>(
             // Never wait on the loop: under a flood, drop the notice (the caller retries).
             let _ = api.inbound.try_send(Inbound::Announced(addr.to_string()));
             let (body, etag) = api.published.serve_to(addr, || api.timebase.now());
-            match if_none_match {
+            match asked.if_none_match {
                 Some(tag) if tag == etag => Answer::not_modified(etag),
                 _ => Answer::json(body),
             }
@@ -376,10 +387,20 @@ async fn route<N: Network>(
         Target::Probe(addr) if !api.published.lock().members.iter().any(|m| m == addr) => {
             Answer::text(StatusCode::FORBIDDEN, "only members are probed\n")
         }
-        Target::Probe(addr) => match api.client.ping(addr).await {
-            Ok(()) => Answer::text(StatusCode::OK, "OK"),
-            Err(_) => Answer::text(StatusCode::SERVICE_UNAVAILABLE, "unreachable"),
-        },
+        Target::Probe(addr) => {
+            let within = asked
+                .probe_timeout
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map(|ms| Duration::from_millis(ms).max(crate::core::PING_TIMEOUT_FLOOR));
+            let pinged = match within {
+                Some(t) => api.client.ping_within(addr, t).await,
+                None => api.client.ping(addr).await,
+            };
+            match pinged {
+                Ok(()) => Answer::text(StatusCode::OK, "OK"),
+                Err(_) => Answer::text(StatusCode::SERVICE_UNAVAILABLE, "unreachable"),
+            }
+        }
         Target::Metrics => Answer::text(StatusCode::OK, api.metrics.render()),
         Target::WrongMethod => Answer::text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
         Target::NotFound => Answer::text(StatusCode::NOT_FOUND, "not found"),

@@ -31,7 +31,7 @@ use crate::auth::{Auth, Rejection, RequestTag, AUTH_HEADER, CLUSTER_HEADER};
 use crate::core::Failure;
 use crate::metrics::Metrics;
 use crate::net::{Network, SystemClock, WallClock};
-use crate::wire::{state_etag, PeerState, StateParseError};
+use crate::wire::{state_etag, PeerState, StateParseError, PROBE_TIMEOUT_HEADER};
 
 /// How long a pooled connection may sit idle before the client closes it; shorter
 /// than [`crate::api::HEADER_READ_TIMEOUT`].
@@ -188,7 +188,10 @@ impl<N: Network> PeerClient<N> {
             .cloned();
         let path = format!("/state/{me}");
         let etag = cached.as_ref().map(|(etag, _)| etag.as_str());
-        let body = match self.request_with(Method::GET, addr, &path, etag).await? {
+        let body = match self
+            .request_with(Method::GET, addr, &path, etag, None)
+            .await?
+        {
             Reply::NotModified => {
                 // Only sent when we had a copy, so there is one.
                 return cached
@@ -218,12 +221,32 @@ impl<N: Network> PeerClient<N> {
         self.request(Method::GET, addr, "/ping").await.map(|_| ())
     }
 
-    /// `GET /probe/{target}` at `via`: does `via` reach `target`?
-    pub async fn probe(&self, via: &str, target: &str) -> Result<bool, ContactError> {
+    /// `GET /ping` at `addr`, failing with [`ContactError::Timeout`] after `timeout` (or
+    /// the request timeout, whichever is shorter).
+    pub async fn ping_within(&self, addr: &str, timeout: Duration) -> Result<(), ContactError> {
+        match tokio::time::timeout(timeout, self.ping(addr)).await {
+            Ok(r) => r,
+            Err(_) => Err(ContactError::Timeout(timeout)),
+        }
+    }
+
+    /// `GET /probe/{target}` at `via`: does `via` reach `target`? `within` asks the
+    /// helper to give its ping that long at most (les helpers honour it, down to
+    /// [`crate::core::PING_TIMEOUT_FLOOR`]; Python ones use their own timeout).
+    pub async fn probe(
+        &self,
+        via: &str,
+        target: &str,
+        within: Option<Duration>,
+    ) -> Result<bool, ContactError> {
+        let path = format!("/probe/{target}");
         match self
-            .request(Method::GET, via, &format!("/probe/{target}"))
+            .request_with(Method::GET, via, &path, None, within)
             .await
-        {
+            .and_then(|r| match r {
+                Reply::Body(_) => Ok(()),
+                Reply::NotModified => Err(ContactError::Status(StatusCode::NOT_MODIFIED)),
+            }) {
             Ok(_) => Ok(true),
             Err(ContactError::Status(StatusCode::SERVICE_UNAVAILABLE)) => Ok(false),
             Err(e) => Err(e),
@@ -247,24 +270,28 @@ impl<N: Network> PeerClient<N> {
     /// same deadline, so a dead peer shows as refused (strong) rather than as a broken
     /// exchange (weak).
     async fn request(&self, method: Method, addr: &str, path: &str) -> Result<Bytes, ContactError> {
-        match self.request_with(method, addr, path, None).await? {
+        match self.request_with(method, addr, path, None, None).await? {
             Reply::Body(body) => Ok(body),
             Reply::NotModified => Err(ContactError::Status(StatusCode::NOT_MODIFIED)),
         }
     }
 
-    /// [`PeerClient::request`], with an `If-None-Match` header if `etag` is set.
+    /// [`PeerClient::request`], with an `If-None-Match` header if `etag` is set and a
+    /// [`PROBE_TIMEOUT_HEADER`] if `probe` is.
     async fn request_with(
         &self,
         method: Method,
         addr: &str,
         path: &str,
         etag: Option<&str>,
+        probe: Option<Duration>,
     ) -> Result<Reply, ContactError> {
         Metrics::add(&self.metrics.requests_sent, 1);
         let attempts = async {
-            match self.exchange(method.clone(), addr, path, etag).await {
-                Err(ContactError::Broken(_)) => self.exchange(method, addr, path, etag).await,
+            match self.exchange(method.clone(), addr, path, etag, probe).await {
+                Err(ContactError::Broken(_)) => {
+                    self.exchange(method, addr, path, etag, probe).await
+                }
                 other => other,
             }
         };
@@ -286,6 +313,7 @@ impl<N: Network> PeerClient<N> {
         addr: &str,
         path: &str,
         etag: Option<&str>,
+        probe: Option<Duration>,
     ) -> Result<Reply, ContactError> {
         let uri: Uri = format!("http://{addr}{path}")
             .parse()
@@ -305,6 +333,9 @@ impl<N: Network> PeerClient<N> {
         }
         if let Some(e) = etag {
             req = req.header(hyper::header::IF_NONE_MATCH, e);
+        }
+        if let Some(t) = probe {
+            req = req.header(PROBE_TIMEOUT_HEADER, t.as_millis().to_string());
         }
         let req = req
             .body(Empty::new())

@@ -64,6 +64,8 @@ pub struct Config {
     pub quorum: usize,
     /// Quorum mode: how long a confirmation lets the leader act (see README).
     pub lease: Duration,
+    /// How often a follower pings its leader (the leader watch); zero turns it off.
+    pub watch_interval: Duration,
     /// Cluster name; nodes of different names never merge. `None` = no name (what
     /// Python nodes have).
     pub cluster: Option<String>,
@@ -95,6 +97,7 @@ impl Config {
             eligible: defaults::ELIGIBLE,
             quorum: defaults::QUORUM,
             lease: defaults::LEASE,
+            watch_interval: defaults::WATCH_INTERVAL,
             cluster: None,
             max_connections: defaults::MAX_CONNECTIONS,
             admin_bind: None,
@@ -143,6 +146,7 @@ impl Config {
             ("suspicion_timeout", self.suspicion_timeout),
             ("rejoin_holdoff", self.rejoin_holdoff),
             ("lease", self.lease),
+            ("watch_interval", self.watch_interval),
         ] {
             at_most_a_day(key, d)?;
         }
@@ -150,6 +154,12 @@ impl Config {
             return Err(ConfigError::Invalid {
                 key: "interval",
                 why: "must be at least 10ms".into(),
+            });
+        }
+        if !self.watch_interval.is_zero() && self.watch_interval < Duration::from_millis(20) {
+            return Err(ConfigError::Invalid {
+                key: "watch_interval",
+                why: "must be 0 (off) or at least 20ms".into(),
             });
         }
         if let Some(name) = &self.cluster {
@@ -198,6 +208,8 @@ impl Config {
             quorum: self.quorum,
             lease: self.lease,
             cluster: self.cluster.clone(),
+            watch_interval: self.watch_interval,
+            request_timeout: self.request_timeout,
             ..CoreConfig::default()
         }
     }
@@ -269,6 +281,8 @@ pub struct FileConfig {
     pub quorum: Option<usize>,
     #[serde(default, with = "humantime_serde")]
     pub lease: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub watch_interval: Option<Duration>,
     pub log_format: Option<LogFormat>,
     pub on_leader: Option<String>,
     pub on_follower: Option<String>,
@@ -472,6 +486,7 @@ layer! {
     eligible: bool,
     quorum: usize,
     lease: Duration,
+    watch_interval: Duration,
     log_format: LogFormat,
     on_leader: String,
     on_follower: String,
@@ -516,6 +531,7 @@ impl Layer {
             eligible: self.eligible.unwrap_or(defaults::ELIGIBLE),
             quorum: self.quorum.unwrap_or(defaults::QUORUM),
             lease: self.lease.unwrap_or(defaults::LEASE),
+            watch_interval: self.watch_interval.unwrap_or(defaults::WATCH_INTERVAL),
             cluster: self.cluster.filter(|c| !c.is_empty()),
             max_connections: self.max_connections.unwrap_or(defaults::MAX_CONNECTIONS),
             admin_bind: self.admin_addr,

@@ -57,9 +57,11 @@
 
 mod detector;
 mod election;
+mod health;
 mod lease;
 mod membership;
 mod types;
+mod watch;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
@@ -69,11 +71,15 @@ use rand::rngs::SmallRng;
 use rand::SeedableRng;
 
 use crate::wire::{Diag, MemberInfo, PeerState};
+use health::Health;
+pub use health::{FALSE_REMOVAL_ODDS, MIN_EVIDENCE, PING_TIMEOUT_FLOOR};
 use lease::QuorumState;
 pub use lease::{CLOCK_RATE_BOUND, MAX_ALIASES, MAX_TERM_LEAD_SECS};
 use membership::{AnnounceLimit, Member, Tombstone};
 pub use membership::{ANNOUNCE_BURST, ANNOUNCE_REFILL_PER_SEC, MAX_ANNOUNCE_FETCHES};
 pub use types::{Action, CoreConfig, Event, Failure, LeaderChange, RemoveReason};
+use watch::Watch;
+pub use watch::{ALL_WATCH_UP_TO, WATCHERS};
 
 /// The membership and election state machine of one node. See the module docs.
 #[derive(Debug)]
@@ -131,6 +137,10 @@ pub struct Core {
     /// Other addresses found to reach this node itself (see `is_self_alias`): never
     /// fetched again. At most [`MAX_ALIASES`].
     aliases: HashSet<String>,
+    /// Failure rate, local health and round-trip estimates (see `health`).
+    health: Health,
+    /// The leader watch (see `watch`).
+    watch: Watch,
 }
 
 impl Core {
@@ -184,6 +194,8 @@ impl Core {
             announce: AnnounceLimit::default(),
             terms_rejected: 0,
             aliases: HashSet::new(),
+            health: Health::default(),
+            watch: Watch::default(),
         }
     }
 
@@ -221,7 +233,10 @@ impl Core {
     /// else happens (a lease or a promise runs out); the runtime feeds [`Event::Wake`]
     /// then. `None`: nothing pending.
     pub fn next_deadline(&self) -> Option<Duration> {
-        self.quorum_deadline()
+        match (self.quorum_deadline(), self.watch_deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// While this node acts as leader in quorum mode: the monotonic time its lease runs
@@ -295,6 +310,7 @@ impl Core {
                         .last_contact
                         .map(|t| now.saturating_sub(t).as_millis() as u64),
                     suspect: m.suspect_since.is_some(),
+                    failures: m.failures,
                 },
             );
         }
@@ -303,6 +319,15 @@ impl Core {
             member_states,
             member_info,
             lease: self.lease_info(now),
+            detector: Some(crate::wire::DetectorInfo {
+                loss: self.health.loss(),
+                health_score: self.health.score(),
+                evidence_needed: self.health.evidence_needed(),
+                ping_timeout_ms: self
+                    .health
+                    .ping_timeout(self.cfg.request_timeout)
+                    .as_millis() as u64,
+            }),
         }
     }
 
@@ -318,6 +343,7 @@ impl Core {
             self.cooldown_until = None;
         }
         let leader_before = self.leader.clone();
+        self.note_wake(matches!(event, Event::Tick { .. } | Event::Wake));
         self.check_lease(&mut out);
         self.check_resumed(&mut out);
         match event {
@@ -334,12 +360,9 @@ impl Core {
                 self.contact_failed(now, addr, failure, &mut out);
             }
             Event::ProbeAnswered { target, reachable } => {
-                if reachable {
-                    if let Some(m) = self.members.get_mut(&target) {
-                        m.suspect_since = None;
-                    }
-                }
+                self.on_probe_answered(&target, reachable, &mut out)
             }
+            Event::PingAnswered { addr, result } => self.on_ping_answered(&addr, result, &mut out),
             Event::Announced { addr } => self.on_announced(addr, &mut out),
             Event::ConnectionLost { addr } => {
                 if !self.leaving && self.members.contains_key(&addr) {
@@ -388,6 +411,7 @@ impl Core {
                 self.fetch(addr, &mut out);
             }
         }
+        self.run_watch(&mut out);
         let membership_changed = out
             .iter()
             .any(|a| matches!(a, Action::MemberAdded { .. } | Action::MemberRemoved { .. }));

@@ -32,6 +32,8 @@ pub const ELIGIBLE: bool = true;
 pub const QUORUM: usize = 0;
 /// Quorum mode: how long a confirmation by a quorum lets the leader act.
 pub const LEASE: Duration = Duration::from_secs(3);
+/// Leader watch: a follower pings its leader this often (`--watch-interval`).
+pub const WATCH_INTERVAL: Duration = Duration::from_millis(250);
 /// Longest a leader-change handler call (all hook commands of one change together)
 /// or a health check may run before it is cancelled and counts as failed.
 pub const HOOK_TIMEOUT: Duration = Duration::from_secs(10);

@@ -216,6 +216,14 @@ pub struct MemberInfo {
     /// True while a timeout has made this member suspect and it is being probed.
     #[serde(default)]
     pub suspect: bool,
+    /// Consecutive failed observations of it (timeouts, helpers' failed probes) since
+    /// its last success (les extension).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub failures: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// The `/diag/` document: this node's state and the last state received from each member.
@@ -231,6 +239,23 @@ pub struct Diag {
     /// les extension, quorum mode only: the leader lease as this node sees it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease: Option<LeaseInfo>,
+    /// les extension: what the failure detector has measured (absent from Python nodes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detector: Option<DetectorInfo>,
+}
+
+/// The failure detector's view of the network and of this node (`/diag/`, les
+/// extension; see `core::health`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DetectorInfo {
+    /// Estimated share of contacts with unsuspected members that fail (0 to 1).
+    pub loss: f64,
+    /// Local health score, 0 (healthy) to 8: timeouts are multiplied by `1 + score`.
+    pub health_score: u32,
+    /// Consecutive failed observations that remove a member now.
+    pub evidence_needed: u32,
+    /// Timeout of the leader watch's next ping, in milliseconds.
+    pub ping_timeout_ms: u64,
 }
 
 /// The quorum and lease part of `/diag/` (les extension, quorum mode only).
@@ -362,3 +387,11 @@ mod roundtrip_tests {
         }
     }
 }
+
+/// Request header of `GET /probe/{addr}`: the longest, in milliseconds, the helper
+/// should wait for the target's answer to its ping (les extension; Python nodes
+/// ignore it and use their own timeout). A les helper waits at least
+/// [`crate::core::PING_TIMEOUT_FLOOR`] and at most its own request timeout, whatever
+/// the header says. Not covered by the request's tag: altering it in flight can only
+/// shorten or lengthen a wait within those bounds.
+pub const PROBE_TIMEOUT_HEADER: &str = "x-les-probe-timeout-ms";

@@ -139,7 +139,7 @@ impl Net {
                         );
                     }
                 }
-                Action::Probe { target, via } => {
+                Action::Probe { target, via, .. } => {
                     self.messages += 1;
                     let lost = self.loss > 0.0 && self.rng.random_bool(self.loss);
                     let reachable =

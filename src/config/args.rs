@@ -78,6 +78,10 @@ pub struct RunArgs {
     /// waits it out after a failure
     #[arg(long, env = "LES_LEASE", value_name = "DURATION", value_parser = parse_duration)]
     pub lease: Option<Duration>,
+    /// How often a follower pings its leader, so a vanished leader host is replaced in
+    /// about a second; 0 = off (leader failures are then found by the rounds alone)
+    #[arg(long, env = "LES_WATCH_INTERVAL", value_name = "DURATION", value_parser = parse_duration)]
+    pub watch_interval: Option<Duration>,
     /// Node name shown in /diag/ and `les status`.
     #[arg(long, env = "LES_NAME")]
     pub name: Option<String>,
@@ -148,6 +152,7 @@ pub(super) fn help_default(id: &str) -> Option<String> {
         "eligible" => defaults::ELIGIBLE.to_string(),
         "quorum" => defaults::QUORUM.to_string(),
         "lease" => d(defaults::LEASE),
+        "watch_interval" => d(defaults::WATCH_INTERVAL),
         "log_format" => LogFormat::default()
             .to_possible_value()?
             .get_name()

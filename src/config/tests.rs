@@ -136,7 +136,7 @@ fn the_help_shows_each_default_once_from_the_constants() {
             None => assert!(!help.contains("[default:"), "typed by hand: {help}"),
         }
     }
-    assert_eq!(documented, 16);
+    assert_eq!(documented, 17);
     assert_eq!(help_default("interval").as_deref(), Some("1s"));
 }
 

@@ -24,6 +24,13 @@ pub(super) struct Member {
     /// Quorum mode: when this node sent the fetch whose answer last confirmed it as
     /// leader with its current term (cleared by an answer that does not).
     pub(super) confirmed_at: Option<Duration>,
+    /// Consecutive failed observations (timeouts, helpers' failed probes) since its
+    /// last success: the evidence against it (see `detector`).
+    pub(super) failures: u32,
+    /// A helper confirmed the current suspicion: its probe could not reach it either.
+    pub(super) confirmed: bool,
+    /// How many of those failures went into the failure-rate estimate (see `health`).
+    pub(super) counted: u32,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -105,7 +112,7 @@ impl Core {
         self.wall_ref = Some((now, wall));
         self.tombstones.retain(|_, t| t.until > now);
 
-        self.expire_suspects(now, out);
+        self.review_suspects(out);
 
         for seed in self.seeds.clone() {
             if !self.members.contains_key(&seed) {
@@ -221,6 +228,9 @@ impl Core {
                     suspect_since: None,
                     added_at: now,
                     confirmed_at: None,
+                    failures: 0,
+                    confirmed: false,
+                    counted: 0,
                 },
             );
             out.push(Action::MemberAdded { addr: from.clone() });
@@ -228,8 +238,8 @@ impl Core {
         if let Some(m) = self.members.get_mut(&from) {
             m.state = Some(state);
             m.last_contact = Some(now);
-            m.suspect_since = None;
         }
+        self.observed_alive(&from);
         if self.quorum_mode() {
             let sent = self.fetch_sent.get(&from).copied();
             self.quorum_on_state(&from, sent);
@@ -266,7 +276,11 @@ impl Core {
                 let claim_news = self.quorum_mode()
                     && self.leader.is_none()
                     && self.nominee().as_deref() == Some(addr.as_str());
-                if (waiting_for_votes && stale_vote) || claim_news {
+                // A suspect that calls us is alive enough to refute the suspicion:
+                // check it now rather than at the next round (the call itself proves
+                // nothing; anyone can name any address).
+                let refutes = m.suspect_since.is_some();
+                if (waiting_for_votes && stale_vote) || claim_news || refutes {
                     self.fetch(addr, out);
                 }
             }

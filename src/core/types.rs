@@ -36,6 +36,15 @@ pub struct CoreConfig {
     /// Quorum mode: how long one confirmation lets a leader keep acting, on its own
     /// monotonic clock, counted from when it sent the request that was confirmed.
     pub lease: Duration,
+    /// The leader watch: a follower among the watchers pings its leader this often,
+    /// with an adaptive timeout, so a vanished leader host is replaced in well under a
+    /// second (see `watch`). The core then also asks for a [`Event::Wake`] this often,
+    /// and a gap of more than `watch_interval + PING_TIMEOUT_FLOOR` between two events
+    /// counts as a pause (peers can remove a node that fast). `ZERO`: no watch (the
+    /// default here, and the behaviour of Python nodes); the daemon's default is 250 ms.
+    pub watch_interval: Duration,
+    /// The runtime's request timeout: the longest a ping may be given.
+    pub request_timeout: Duration,
 }
 
 impl Default for CoreConfig {
@@ -52,6 +61,8 @@ impl Default for CoreConfig {
             cluster: None,
             quorum: defaults::QUORUM,
             lease: defaults::LEASE,
+            watch_interval: Duration::ZERO,
+            request_timeout: defaults::REQUEST_TIMEOUT,
         }
     }
 }
@@ -83,8 +94,16 @@ pub enum Event {
     StateReceived { from: String, state: PeerState },
     /// A `FetchState` failed.
     ContactFailed { addr: String, failure: Failure },
-    /// Answer to a `Probe`: whether `target` answered the helper's ping.
+    /// Answer to a `Probe`: whether `target` answered the helper's ping. Sent only when
+    /// the helper itself answered: a helper that could not be asked says nothing about
+    /// the target.
     ProbeAnswered { target: String, reachable: bool },
+    /// Answer to a `Ping`: `Ok` if `addr` answered within the timeout, else how it
+    /// failed.
+    PingAnswered {
+        addr: String,
+        result: Result<(), Failure>,
+    },
     /// A peer called `GET /state/{addr}` on us, naming itself.
     Announced { addr: String },
     /// An idle keep-alive connection to `addr` was closed by the other side. When a
@@ -168,8 +187,16 @@ pub enum Action {
     /// `GET /state/{me}` at `addr`; answer with `StateReceived` or `ContactFailed`.
     /// At most one fetch per address is outstanding at a time.
     FetchState { addr: String },
-    /// Ask `via` to ping `target` (`GET /probe/{target}`); answer with `ProbeAnswered`.
-    Probe { target: String, via: String },
+    /// Ask `via` to ping `target` (`GET /probe/{target}`), giving the helper's ping
+    /// `timeout` at most; answer with `ProbeAnswered` if the helper answers.
+    Probe {
+        target: String,
+        via: String,
+        timeout: Duration,
+    },
+    /// `GET /ping` at `addr` with this `timeout` (the leader watch); answer with
+    /// `PingAnswered`. At most one is outstanding at a time.
+    Ping { addr: String, timeout: Duration },
     /// `POST /leave/{me}` at `addr`, best effort; no answer expected.
     SendLeave { addr: String },
     /// The leader changed. Reported in order, once per change.

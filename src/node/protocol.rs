@@ -47,9 +47,22 @@ pub(super) fn encode_state(state: &PeerState) -> Bytes {
 
 /// A finished peer request, back to the loop.
 pub(super) enum Outcome {
-    State { from: String, state: PeerState },
-    Failed { addr: String, error: ContactError },
-    Probe { target: String, reachable: bool },
+    State {
+        from: String,
+        state: PeerState,
+    },
+    Failed {
+        addr: String,
+        error: ContactError,
+    },
+    Probe {
+        target: String,
+        reachable: bool,
+    },
+    Ping {
+        addr: String,
+        result: Result<(), Failure>,
+    },
 }
 
 /// The receiving ends of everything that reaches the loop.
@@ -285,6 +298,7 @@ impl<N: Network> Protocol<N> {
                 Event::ContactFailed { addr, failure }
             }
             Outcome::Probe { target, reachable } => Event::ProbeAnswered { target, reachable },
+            Outcome::Ping { addr, result } => Event::PingAnswered { addr, result },
         }
     }
 
@@ -324,7 +338,12 @@ impl<N: Network> Protocol<N> {
             }
             match action {
                 Action::FetchState { addr } => self.spawn_fetch(addr),
-                Action::Probe { target, via } => self.spawn_probe(target, via),
+                Action::Probe {
+                    target,
+                    via,
+                    timeout,
+                } => self.spawn_probe(target, via, timeout),
+                Action::Ping { addr, timeout } => self.spawn_ping(addr, timeout),
                 Action::SendLeave { addr } => self.leaves.push(addr),
                 Action::LeaderChanged(change) => {
                     tracing::info!(
@@ -418,17 +437,42 @@ impl<N: Network> Protocol<N> {
         });
     }
 
-    fn spawn_probe(&self, target: String, via: String) {
+    /// Ask `via` about `target`. A helper that cannot be asked says nothing about the
+    /// target: no answer goes to the core then.
+    fn spawn_probe(&self, target: String, via: String, timeout: Duration) {
         let client = self.client.clone();
         let tx = self.results_tx.clone();
         let stop = self.requests_stop.clone();
+        let within = self.timebase.real(timeout);
         self.tracker.spawn(async move {
             let reachable = tokio::select! {
                 biased;
                 _ = stop.cancelled() => return,
-                r = client.probe(&via, &target) => r.unwrap_or(false),
+                r = client.probe(&via, &target, Some(within)) => match r {
+                    Ok(reachable) => reachable,
+                    Err(e) => {
+                        tracing::debug!(helper = %via, error = %e, "probe not answered");
+                        return;
+                    }
+                },
             };
             let _ = tx.send(Outcome::Probe { target, reachable });
+        });
+    }
+
+    /// The leader watch's ping of `addr`, given `timeout`.
+    fn spawn_ping(&self, addr: String, timeout: Duration) {
+        let client = self.client.clone();
+        let tx = self.results_tx.clone();
+        let stop = self.requests_stop.clone();
+        let within = self.timebase.real(timeout);
+        self.tracker.spawn(async move {
+            let result = tokio::select! {
+                biased;
+                _ = stop.cancelled() => return,
+                r = client.ping_within(&addr, within) => r.map_err(|e| e.failure()),
+            };
+            let _ = tx.send(Outcome::Ping { addr, result });
         });
     }
 }

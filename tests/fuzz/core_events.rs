@@ -241,10 +241,12 @@ fn check(core: &Core, w: &mut Watch, now: Duration, event: &Event, out: &[Action
             Action::MemberAdded { addr } | Action::MemberRemoved { addr, .. } => {
                 assert_ne!(addr, me, "membership action about self: {}", ctx());
             }
-            Action::FetchState { addr } | Action::SendLeave { addr } => {
+            Action::FetchState { addr }
+            | Action::SendLeave { addr }
+            | Action::Ping { addr, .. } => {
                 assert_ne!(addr, me, "contacting self: {}", ctx());
             }
-            Action::Probe { target, via } => {
+            Action::Probe { target, via, .. } => {
                 assert!(
                     target != me && via != me && target != via,
                     "odd probe: {}",

@@ -344,7 +344,7 @@ fn a_single_timeout_only_suspects_and_asks_others_to_probe() {
     let mut vias: Vec<&str> = out
         .iter()
         .filter_map(|a| match a {
-            Action::Probe { target, via } if target == A => Some(via.as_str()),
+            Action::Probe { target, via, .. } if target == A => Some(via.as_str()),
             _ => None,
         })
         .collect();
@@ -370,13 +370,29 @@ fn a_suspect_not_confirmed_alive_within_the_suspicion_timeout_is_removed() {
     tick(&mut b, ms(0));
     recv(&mut b, ms(1), A, state(&[A, B], Some(A), 10.0, 1));
     fail(&mut b, ms(1000), A, Failure::Timeout);
-    let out = tick(&mut b, ms(2500));
+    tick(&mut b, ms(2000));
+    fail(&mut b, ms(2001), A, Failure::Timeout);
+    let out = fail(&mut b, ms(2500), A, Failure::Timeout);
     assert!(
         removed(&out).is_empty(),
-        "still within the suspicion timeout"
+        "enough evidence, but no helper confirmed it: the suspicion must age first"
     );
     let out = tick(&mut b, ms(3000));
     assert_eq!(removed(&out), vec![(A, RemoveReason::Timeout)]);
+}
+
+#[test]
+fn an_old_suspicion_without_enough_evidence_removes_nobody() {
+    // A single timeout, then silence (no answer, no further failure): the old rule
+    // removed A after the suspicion timeout; a lossy network looks just like this.
+    let mut b = node(B, 20.0, &[A, B]);
+    tick(&mut b, ms(0));
+    recv(&mut b, ms(1), A, state(&[A, B], Some(A), 10.0, 1));
+    fail(&mut b, ms(1000), A, Failure::Timeout);
+    for t in [2000, 3000, 4000, 5000] {
+        assert!(removed(&tick(&mut b, ms(t))).is_empty(), "at {t} ms");
+    }
+    assert_eq!(b.leader(), Some(A));
 }
 
 #[test]

@@ -353,6 +353,10 @@ fn default_mode_a_node_cut_off_from_most_of_the_cluster_becomes_junior_once() {
         let t = secs(1.0 + i as f64 * 0.01);
         fail(&mut a, t, peer, Failure::Timeout);
         tick(&mut a, t + secs(1.0)); // A keeps running: no pause
+                                     // Two members failing at once raise the bar a little (that is loss, or a
+                                     // partition): four failures each, the last after the suspicion timeout.
+        fail(&mut a, t + secs(1.2), peer, Failure::Timeout);
+        fail(&mut a, t + secs(1.5), peer, Failure::Timeout);
         fail(&mut a, t + secs(2.0), peer, Failure::Timeout);
     }
     assert_eq!(a.member_count(), 0);
@@ -363,6 +367,7 @@ fn default_mode_a_node_cut_off_from_most_of_the_cluster_becomes_junior_once() {
     let mut a2 = cluster_of_three(A, Some(A));
     fail(&mut a2, secs(1.0), B, Failure::Timeout);
     tick(&mut a2, secs(2.0));
+    fail(&mut a2, secs(2.5), B, Failure::Timeout);
     fail(&mut a2, secs(3.0), B, Failure::Timeout);
     assert_eq!(a2.member_count(), 1);
     assert_eq!(a2.start_time(), before);
