@@ -110,7 +110,7 @@ impl Core {
 
     /// The leader this node watches now, if any: it follows one (not itself) and is
     /// one of the watchers.
-    fn watching(&self) -> Option<&str> {
+    pub(super) fn watching(&self) -> Option<&str> {
         let leader = self.leader.as_deref()?;
         if leader == self.me || self.leaving || !self.watch_enabled() {
             return None;

@@ -790,5 +790,6 @@ fn nodes_with_the_same_member_list_contact_different_members() {
     );
 }
 
+mod detection;
 mod hostile;
 mod quorum;

@@ -1,0 +1,307 @@
+//! The leader watch and Lifeguard-style detection: how fast a vanished leader goes,
+//! and what keeps a lossy network or a slow node from removing live members.
+
+use super::*;
+
+const WATCH: Duration = Duration::from_millis(250);
+
+/// `me` (start time 30) following A (10) with B (20) as the other member, watch on.
+fn watcher(me: &str) -> Core {
+    let cfg = CoreConfig {
+        watch_interval: WATCH,
+        ..CoreConfig::default()
+    };
+    let mut core = Core::new(cfg, me, 30.0, &seeds(&[A, B, me]), 7);
+    let (a, b) = (
+        state(&[A, B, me], Some(A), 10.0, 1),
+        state(&[B, A, me], Some(A), 20.0, 1),
+    );
+    tick(&mut core, ms(0));
+    recv(&mut core, ms(1), A, a.clone());
+    let out = recv(&mut core, ms(2), B, b.clone());
+    assert_eq!(core.leader(), Some(A));
+    // Adopting A sent the first ping; A answers it, and every fetch.
+    assert_eq!(pings(&out).len(), 1, "{out:?}");
+    pinged(&mut core, ms(3), A, Ok(()));
+    settle(&mut core, ms(3), &[(A, a), (B, b)]);
+    core
+}
+
+fn pings(actions: &[Action]) -> Vec<(&str, Duration)> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Ping { addr, timeout } => Some((addr.as_str(), *timeout)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn probes_of<'a>(actions: &'a [Action], target: &str) -> Vec<&'a str> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Probe { target: t, via, .. } if t == target => Some(via.as_str()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn pinged(core: &mut Core, now: Duration, addr: &str, result: Result<(), Failure>) -> Vec<Action> {
+    core.handle(
+        now,
+        Event::PingAnswered {
+            addr: addr.into(),
+            result,
+        },
+    )
+}
+
+fn wake(core: &mut Core, now: Duration) -> Vec<Action> {
+    core.handle(now, Event::Wake)
+}
+
+/// Let the watcher ping A at every deadline up to `until`, answering each ping as
+/// `answer` says after `rtt`; returns every action.
+fn run_watch(
+    core: &mut Core,
+    until: Duration,
+    rtt: Duration,
+    mut answer: impl FnMut(Duration) -> Option<Result<(), Failure>>,
+) -> Vec<Action> {
+    let mut all = Vec::new();
+    for _ in 0..1000 {
+        let Some(at) = core.next_deadline() else {
+            break;
+        };
+        if at > until {
+            break;
+        }
+        let out = wake(core, at);
+        let sent = pings(&out)
+            .into_iter()
+            .map(|(a, t)| (a.to_string(), t))
+            .collect::<Vec<_>>();
+        all.extend(out);
+        for (addr, timeout) in sent {
+            let result = answer(at);
+            let (when, result) = match result {
+                Some(Ok(())) => (at + rtt, Ok(())),
+                Some(Err(f)) => (at + timeout, Err(f)),
+                None => continue,
+            };
+            all.extend(pinged(core, when, &addr, result));
+        }
+    }
+    all
+}
+
+#[test]
+fn a_follower_pings_its_leader_every_watch_interval_and_the_leader_pings_nobody() {
+    let mut c = watcher(C);
+    let out = run_watch(&mut c, ms(2000), ms(1), |_| Some(Ok(())));
+    let n = pings(&out).len();
+    assert!((7..=9).contains(&n), "{n} pings in 2 s");
+    assert!(pings(&out)
+        .iter()
+        .all(|(a, t)| *a == A && *t == PING_TIMEOUT_FLOOR));
+    assert!(removed(&out).is_empty());
+
+    let mut a = node(A, 10.0, &[A, B]);
+    tick(&mut a, ms(0));
+    assert!(
+        a.next_deadline().is_none(),
+        "watch off by default in the core"
+    );
+}
+
+#[test]
+fn a_vanished_leader_is_removed_within_a_second_on_a_helpers_confirmation() {
+    let mut c = watcher(C);
+    run_watch(&mut c, ms(1000), ms(1), |_| Some(Ok(())));
+    let gone = ms(1000);
+    let (mut removed_at, mut asked) = (None, Vec::new());
+    for _ in 0..40 {
+        let at = c.next_deadline().expect("the watch wakes the node");
+        if pings(&wake(&mut c, at)).is_empty() {
+            continue;
+        }
+        let t = at + PING_TIMEOUT_FLOOR;
+        let mut out = pinged(&mut c, t, A, Err(Failure::Timeout));
+        let vias: Vec<String> = probes_of(&out, A).iter().map(|v| v.to_string()).collect();
+        if !vias.is_empty() {
+            // The helper cannot reach A either.
+            asked.extend(vias);
+            out.extend(c.handle(
+                t + ms(1),
+                Event::ProbeAnswered {
+                    target: A.into(),
+                    reachable: false,
+                },
+            ));
+        }
+        if !removed(&out).is_empty() {
+            assert_eq!(removed(&out), vec![(A, RemoveReason::Timeout)]);
+            removed_at = Some(t + ms(1));
+            break;
+        }
+    }
+    assert_eq!(
+        asked,
+        vec![B.to_string()],
+        "the second miss asks the other member"
+    );
+    let took = removed_at.expect("A removed") - gone;
+    assert!(took < ms(1000), "removed {took:?} after its last answer");
+    assert_eq!(c.leader(), Some(B), "C follows the next most senior at once");
+}
+
+#[test]
+fn without_a_confirmation_the_watch_waits_out_the_suspicion_timeout() {
+    let mut c = watcher(C);
+    run_watch(&mut c, ms(1000), ms(1), |_| Some(Ok(())));
+    // Every ping times out, and B is never heard from on A's account.
+    let out = run_watch(&mut c, ms(2500), ms(1), |_| Some(Err(Failure::Timeout)));
+    assert!(
+        removed(&out).is_empty(),
+        "three misses alone are not enough before the suspicion timeout: {out:?}"
+    );
+    let out = run_watch(&mut c, ms(4000), ms(1), |_| Some(Err(Failure::Timeout)));
+    assert_eq!(removed(&out), vec![(A, RemoveReason::Timeout)]);
+}
+
+#[test]
+fn one_answered_ping_clears_the_misses() {
+    let mut c = watcher(C);
+    let mut n = 0;
+    // Every other ping is lost, for ten seconds: never two in a row.
+    let out = run_watch(&mut c, ms(10_000), ms(1), |_| {
+        n += 1;
+        Some(if n % 2 == 0 {
+            Err(Failure::Timeout)
+        } else {
+            Ok(())
+        })
+    });
+    assert!(removed(&out).is_empty());
+    assert!(probes_of(&out, A).is_empty(), "one miss is not a suspicion");
+    assert_eq!(c.leader(), Some(A));
+}
+
+#[test]
+fn a_refused_ping_is_checked_with_a_fetch_at_once() {
+    let mut c = watcher(C);
+    let at = c.next_deadline().expect("a ping is due");
+    let out = wake(&mut c, at);
+    assert_eq!(pings(&out).len(), 1);
+    let out = pinged(&mut c, at + ms(1), A, Err(Failure::Refused));
+    assert_eq!(fetches(&out), vec![A]);
+}
+
+#[test]
+fn with_loss_removal_needs_more_evidence() {
+    let mut b = node(B, 20.0, &[A, B, C]);
+    tick(&mut b, ms(0));
+    recv(&mut b, ms(1), A, state(&[A, B, C], Some(A), 10.0, 1));
+    recv(&mut b, ms(2), C, state(&[C, A, B], Some(A), 30.0, 1));
+    // A long spell in which a fifth of the contacts with C fail (each time out once,
+    // then succeed).
+    let mut t = 10;
+    for i in 0..2000u64 {
+        t += 5;
+        if i % 5 == 0 {
+            fail(&mut b, ms(t), C, Failure::Timeout);
+        }
+        recv(&mut b, ms(t + 1), C, state(&[C, A, B], Some(A), 30.0, 1));
+    }
+    let need = b.diag(ms(t)).detector.expect("detector").evidence_needed;
+    assert!(need >= 8, "{need}");
+    // A now times out: three failures, one confirmed by C, remove nobody any more.
+    let t0 = t + 10;
+    fail(&mut b, ms(t0), A, Failure::Timeout);
+    let out = b.handle(
+        ms(t0 + 1),
+        Event::ProbeAnswered {
+            target: A.into(),
+            reachable: false,
+        },
+    );
+    assert!(removed(&out).is_empty());
+    let out = fail(&mut b, ms(t0 + 500), A, Failure::Timeout);
+    assert!(removed(&out).is_empty(), "3 < {need}");
+    // Enough failures in a row do.
+    let mut gone = false;
+    for k in 0..need {
+        let out = fail(&mut b, ms(t0 + 600 + u64::from(k)), A, Failure::Timeout);
+        gone |= !removed(&out).is_empty();
+    }
+    assert!(gone);
+}
+
+#[test]
+fn a_late_wake_up_widens_this_nodes_own_timeouts() {
+    let mut c = watcher(C);
+    run_watch(&mut c, ms(1000), ms(1), |_| Some(Ok(())));
+    let calm = c.diag(ms(1000)).detector.expect("detector");
+    // Three wake-ups, each 150 ms late (more than half the interval).
+    let mut t = ms(1000);
+    for _ in 0..3 {
+        t = c.next_deadline().expect("a deadline") + ms(150);
+        wake(&mut c, t);
+    }
+    let slow = c.diag(t).detector.expect("detector");
+    assert_eq!(slow.health_score, calm.health_score + 3);
+    assert!(slow.ping_timeout_ms > calm.ping_timeout_ms);
+    assert!(slow.evidence_needed > calm.evidence_needed);
+}
+
+#[test]
+fn with_the_watch_a_gap_longer_than_the_fastest_removal_is_a_pause() {
+    let mut c = watcher(C);
+    run_watch(&mut c, ms(1000), ms(1), |_| Some(Ok(())));
+    let before = c.start_time();
+    // A wake-up 150 ms late is within the threshold: not a pause.
+    let late = c.next_deadline().expect("a deadline") + ms(150);
+    wake(&mut c, late);
+    assert_eq!(c.start_time(), before);
+    // Frozen for 600 ms: peers watching this node may have removed it meanwhile.
+    let out = wake(&mut c, late + ms(600));
+    assert!(c.start_time() > before, "{out:?}");
+}
+
+#[test]
+fn a_suspect_that_calls_is_fetched_at_once() {
+    let mut b = node(B, 20.0, &[A, B, C]);
+    tick(&mut b, ms(0));
+    recv(&mut b, ms(1), A, state(&[A, B, C], Some(A), 10.0, 1));
+    recv(&mut b, ms(2), C, state(&[C, A, B], Some(A), 30.0, 1));
+    fail(&mut b, ms(500), C, Failure::Timeout);
+    let out = b.handle(ms(600), Event::Announced { addr: C.into() });
+    assert_eq!(fetches(&out), vec![C], "the refutation is checked");
+    recv(&mut b, ms(601), C, state(&[C, A, B], Some(A), 30.0, 1));
+    assert!(!b.diag(ms(601)).member_info[C].suspect);
+}
+
+#[test]
+fn in_a_large_cluster_only_the_most_senior_followers_watch() {
+    let n = ALL_WATCH_UP_TO + 8;
+    let addrs: Vec<String> = (0..n).map(|i| format!("n{i}:1")).collect();
+    let refs: Vec<&str> = addrs.iter().map(String::as_str).collect();
+    let cfg = CoreConfig {
+        watch_interval: WATCH,
+        ..CoreConfig::default()
+    };
+    let mut watchers = 0;
+    for (i, me) in refs.iter().enumerate().skip(1) {
+        let mut core = Core::new(cfg.clone(), *me, i as f64, &seeds(&refs[..3]), 1);
+        let out = tick(&mut core, ms(0));
+        answer_numbered(&mut core, ms(1), &refs, &out);
+        assert_eq!(core.leader(), Some("n0:1"));
+        watchers += usize::from(core.watching().is_some());
+    }
+    assert_eq!(
+        watchers,
+        WATCHERS,
+        "n1 ..= n8, the followers next in line"
+    );
+}
