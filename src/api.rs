@@ -78,6 +78,11 @@ pub(crate) struct Published {
     pub members: Vec<String>,
     /// [`state_etag`] of `body`.
     pub etag: String,
+    /// When (monotonic time) the loop last handled an event, and how old that may be
+    /// before the body counts as stale: a node resumed from a pause must not hand out
+    /// the state it had before (its old start time) ahead of its loop noticing the
+    /// pause and taking a new one. `None`: always fresh.
+    pub alive: Option<(Duration, Duration)>,
 }
 
 /// The [`Published`] cell the loop and the server share.
@@ -93,6 +98,7 @@ impl PublishedCell {
             leader,
             leader_served_at: None,
             members: Vec::new(),
+            alive: None,
         })))
     }
 
@@ -110,12 +116,19 @@ impl PublishedCell {
     /// The body, to answer `GET /state/{caller}` with, and its etag. If `caller` is
     /// the leader it names, `now()` (taken under the lock) is stamped as
     /// `leader_served_at`: a `304` answer serves the same vote as the body.
-    fn serve_to(&self, caller: &str, now: impl FnOnce() -> Duration) -> (Bytes, String) {
+    /// `None` while the body is stale (see [`Published::alive`]); nothing is stamped then.
+    fn serve_to(&self, caller: &str, now: impl FnOnce() -> Duration) -> Option<(Bytes, String)> {
         let mut p = self.lock();
-        if p.leader.as_deref() == Some(caller) {
-            p.leader_served_at = Some(now());
+        let now = now();
+        if p.alive
+            .is_some_and(|(at, stale_after)| now.saturating_sub(at) > stale_after)
+        {
+            return None;
         }
-        (p.body.clone(), p.etag.clone())
+        if p.leader.as_deref() == Some(caller) {
+            p.leader_served_at = Some(now);
+        }
+        Some((p.body.clone(), p.etag.clone()))
     }
 }
 
@@ -367,10 +380,13 @@ async fn route<N: Network>(
         Target::StateFor(addr) => {
             // Never wait on the loop: under a flood, drop the notice (the caller retries).
             let _ = api.inbound.try_send(Inbound::Announced(addr.to_string()));
-            let (body, etag) = api.published.serve_to(addr, || api.timebase.now());
-            match asked.if_none_match {
-                Some(tag) if tag == etag => Answer::not_modified(etag),
-                _ => Answer::json(body),
+            match api.published.serve_to(addr, || api.timebase.now()) {
+                // Resumed from a pause, the loop not caught up: busy, ask again.
+                None => Answer::text(StatusCode::TOO_MANY_REQUESTS, "catching up\n"),
+                Some((_, etag)) if asked.if_none_match == Some(etag.as_str()) => {
+                    Answer::not_modified(etag)
+                }
+                Some((body, _)) => Answer::json(body),
             }
         }
         Target::Diag | Target::Metrics if admin_only => Answer::text(

@@ -310,6 +310,8 @@ impl<N: Network> Protocol<N> {
             self.apply(Event::VoteServed { to, at });
         }
         self.apply(event);
+        let alive = (self.timebase.now(), self.core.pause_after());
+        self.published.lock().alive = Some(alive);
     }
 
     /// The votes served to a leader that the core has not been told about, oldest

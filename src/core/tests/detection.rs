@@ -153,7 +153,11 @@ fn a_vanished_leader_is_removed_within_a_second_on_a_helpers_confirmation() {
     );
     let took = removed_at.expect("A removed") - gone;
     assert!(took < ms(1000), "removed {took:?} after its last answer");
-    assert_eq!(c.leader(), Some(B), "C follows the next most senior at once");
+    assert_eq!(
+        c.leader(),
+        Some(B),
+        "C follows the next most senior at once"
+    );
 }
 
 #[test]
@@ -299,9 +303,5 @@ fn in_a_large_cluster_only_the_most_senior_followers_watch() {
         assert_eq!(core.leader(), Some("n0:1"));
         watchers += usize::from(core.watching().is_some());
     }
-    assert_eq!(
-        watchers,
-        WATCHERS,
-        "n1 ..= n8, the followers next in line"
-    );
+    assert_eq!(watchers, WATCHERS, "n1 ..= n8, the followers next in line");
 }
