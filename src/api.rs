@@ -480,10 +480,28 @@ mod tests {
         let cell = PublishedCell::new(Bytes::from_static(b"{}"), Some("a:1".into()));
         let at = Duration::from_millis(7);
         assert_eq!(cell.body(), Bytes::from_static(b"{}"));
-        assert_eq!(cell.serve_to("b:1", || at).0, Bytes::from_static(b"{}"));
-        assert_eq!(cell.serve_to("b:1", || at).1, state_etag(b"{}"));
+        let served = cell.serve_to("b:1", || at).expect("fresh");
+        assert_eq!(served, (Bytes::from_static(b"{}"), state_etag(b"{}")));
         assert_eq!(cell.lock().leader_served_at, None);
         cell.serve_to("a:1", || at);
         assert_eq!(cell.lock().leader_served_at, Some(at));
+    }
+
+    #[test]
+    fn a_state_older_than_the_pause_threshold_is_not_served_nor_stamped() {
+        let cell = PublishedCell::new(Bytes::from_static(b"{}"), Some("a:1".into()));
+        let ms = Duration::from_millis;
+        cell.lock().alive = Some((ms(1000), ms(450)));
+        assert!(
+            cell.serve_to("a:1", || ms(1450)).is_some(),
+            "at the threshold"
+        );
+        assert_eq!(cell.lock().leader_served_at, Some(ms(1450)));
+        assert!(cell.serve_to("a:1", || ms(1451)).is_none(), "past it");
+        assert_eq!(
+            cell.lock().leader_served_at,
+            Some(ms(1450)),
+            "no vote served"
+        );
     }
 }

@@ -119,6 +119,10 @@ enum Step {
         target: String,
         reachable: bool,
     },
+    Ping {
+        addr: String,
+        result: Result<(), Failure>,
+    },
     Announced {
         addr: String,
     },
@@ -159,6 +163,8 @@ fn step() -> impl Strategy<Value = Step> {
         3 => (addr(), peer_state()).prop_map(|(from, state)| Step::State { from, state }),
         2 => (addr(), failure()).prop_map(|(addr, failure)| Step::Failed { addr, failure }),
         1 => (addr(), any::<bool>()).prop_map(|(target, reachable)| Step::Probe { target, reachable }),
+        2 => (addr(), prop::option::of(failure()))
+            .prop_map(|(addr, f)| Step::Ping { addr, result: f.map_or(Ok(()), Err) }),
         2 => addr().prop_map(|addr| Step::Announced { addr }),
         1 => addr().prop_map(|addr| Step::ConnectionLost { addr }),
         1 => addr().prop_map(|addr| Step::LeaveReceived { addr }),
@@ -194,15 +200,17 @@ fn setup() -> impl Strategy<Value = Setup> {
         prop_oneof![Just(0usize), Just(1), Just(2)],
         prop::bool::weighted(0.9),
         prop_oneof![Just(WALL0), Just(0.0), Just(WALL0 - 100.0)],
+        prop_oneof![Just(0u64), Just(250)],
         prop::collection::btree_set(prop::sample::select(&ADDRS[..6]), 1..6),
         any::<u64>(),
     )
         .prop_map(
-            |(quorum, fanout, eligible, start_time, seeds, rng_seed)| Setup {
+            |(quorum, fanout, eligible, start_time, watch_ms, seeds, rng_seed)| Setup {
                 cfg: CoreConfig {
                     quorum,
                     fanout,
                     eligible,
+                    watch_interval: Duration::from_millis(watch_ms),
                     ..CoreConfig::default()
                 },
                 start_time,
@@ -436,6 +444,7 @@ fn run(setup: Setup, steps: Vec<(Duration, Step)>) {
             Step::State { from, state } => Event::StateReceived { from, state },
             Step::Failed { addr, failure } => Event::ContactFailed { addr, failure },
             Step::Probe { target, reachable } => Event::ProbeAnswered { target, reachable },
+            Step::Ping { addr, result } => Event::PingAnswered { addr, result },
             Step::Announced { addr } => Event::Announced { addr },
             Step::ConnectionLost { addr } => Event::ConnectionLost { addr },
             Step::LeaveReceived { addr } => Event::LeaveReceived { addr },
