@@ -319,15 +319,7 @@ impl Core {
             member_states,
             member_info,
             lease: self.lease_info(now),
-            detector: Some(crate::wire::DetectorInfo {
-                loss: self.health.loss(),
-                health_score: self.health.score(),
-                evidence_needed: self.health.evidence_needed(),
-                ping_timeout_ms: self
-                    .health
-                    .ping_timeout(self.cfg.request_timeout)
-                    .as_millis() as u64,
-            }),
+            detector: Some(self.detector()),
         }
     }
 

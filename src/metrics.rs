@@ -41,6 +41,12 @@ pub struct Metrics {
     pub announces_dropped: AtomicU64,
     /// Peer states refused for a term no real history can produce.
     pub terms_rejected: AtomicU64,
+    /// The failure detector's local health score (0 healthy ..= 8).
+    pub health_score: AtomicU64,
+    /// Consecutive failed observations that remove a member now.
+    pub evidence_needed: AtomicU64,
+    /// Members suspect now.
+    pub suspects: AtomicU64,
 }
 
 /// A point-in-time copy of [`Metrics`].
@@ -74,6 +80,12 @@ pub struct MetricsSnapshot {
     pub announces_dropped: u64,
     /// See [`Metrics::terms_rejected`].
     pub terms_rejected: u64,
+    /// See [`Metrics::health_score`].
+    pub health_score: u64,
+    /// See [`Metrics::evidence_needed`].
+    pub evidence_needed: u64,
+    /// See [`Metrics::suspects`].
+    pub suspects: u64,
 }
 
 impl Metrics {
@@ -110,6 +122,9 @@ impl Metrics {
             connections_shed: g(&self.connections_shed),
             announces_dropped: g(&self.announces_dropped),
             terms_rejected: g(&self.terms_rejected),
+            health_score: g(&self.health_score),
+            evidence_needed: g(&self.evidence_needed),
+            suspects: g(&self.suspects),
         }
     }
 
@@ -117,7 +132,7 @@ impl Metrics {
     pub fn render(&self) -> String {
         let s = self.snapshot();
         let mut out = String::new();
-        let rows: [(&str, &str, &str, u64); 13] = [
+        let rows: [(&str, &str, &str, u64); 16] = [
             (
                 "les_requests_sent_total",
                 "counter",
@@ -190,6 +205,24 @@ impl Metrics {
                 "counter",
                 "Peer states refused for a term more than a day ahead of the wall clock.",
                 s.terms_rejected,
+            ),
+            (
+                "les_health_score",
+                "gauge",
+                "Local health score, 0 (healthy) to 8: this node's own timers fire late; its timeouts are multiplied by 1 + score.",
+                s.health_score,
+            ),
+            (
+                "les_evidence_needed",
+                "gauge",
+                "Consecutive failed observations that remove a member at the loss rate measured now.",
+                s.evidence_needed,
+            ),
+            (
+                "les_suspects",
+                "gauge",
+                "Members suspect now (a request timed out; being probed).",
+                s.suspects,
             ),
         ];
         for (name, kind, help, value) in rows {

@@ -256,6 +256,9 @@ pub struct DetectorInfo {
     pub evidence_needed: u32,
     /// Timeout of the leader watch's next ping, in milliseconds.
     pub ping_timeout_ms: u64,
+    /// Members suspect now.
+    #[serde(default)]
+    pub suspects: usize,
 }
 
 /// The quorum and lease part of `/diag/` (les extension, quorum mode only).

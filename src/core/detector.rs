@@ -224,6 +224,24 @@ impl Core {
         }
     }
 
+    /// What the failure detector has measured, for `/diag/` and `/metrics`.
+    pub fn detector(&self) -> crate::wire::DetectorInfo {
+        crate::wire::DetectorInfo {
+            loss: self.health.loss(),
+            health_score: self.health.score(),
+            evidence_needed: self.health.evidence_needed(),
+            ping_timeout_ms: self
+                .health
+                .ping_timeout(self.cfg.request_timeout)
+                .as_millis() as u64,
+            suspects: self
+                .members
+                .values()
+                .filter(|m| m.suspect_since.is_some())
+                .count(),
+        }
+    }
+
     /// At a tick: remove every suspect whose evidence now suffices (its suspicion may
     /// have grown old enough), and ask helpers again about the others.
     pub(super) fn review_suspects(&mut self, out: &mut Vec<Action>) {

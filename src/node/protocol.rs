@@ -374,6 +374,13 @@ impl<N: Network> Protocol<N> {
             self.core.announces_dropped(),
         );
         Metrics::set(&self.metrics.terms_rejected, self.core.terms_rejected());
+        let detector = self.core.detector();
+        Metrics::set(&self.metrics.health_score, u64::from(detector.health_score));
+        Metrics::set(
+            &self.metrics.evidence_needed,
+            u64::from(detector.evidence_needed),
+        );
+        Metrics::set(&self.metrics.suspects, detector.suspects as u64);
         Metrics::set(
             &self.metrics.is_leader,
             u64::from(self.core.leader() == Some(self.me.as_str())),

@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 use les::client::PeerClient;
 use les::net::TokioNetwork;
-use les::wire::{check_addr, Diag, LeaseInfo};
+use les::wire::{check_addr, DetectorInfo, Diag, LeaseInfo};
 
 #[derive(Debug, clap::Args)]
 pub struct StatusArgs {
@@ -62,6 +62,10 @@ pub fn render(asked: &str, diag: &Diag, now: f64) -> String {
     );
     if let Some(lease) = &diag.lease {
         out.push_str(&lease_line(lease, diag.state.leader.as_deref()));
+        out.push('\n');
+    }
+    if let Some(line) = diag.detector.as_ref().and_then(detector_line) {
+        out.push_str(&line);
         out.push('\n');
     }
     out.push('\n');
@@ -163,6 +167,22 @@ fn lease_line(lease: &LeaseInfo, leader: Option<&str>) -> String {
     format!("quorum {quorum} of {reachable} reachable, lease {length}: {role}")
 }
 
+/// A line on the failure detector, only when it has something to say: the network
+/// loses requests, this node is slow itself, or members are suspect.
+fn detector_line(d: &DetectorInfo) -> Option<String> {
+    if d.loss < 0.01 && d.health_score == 0 && d.suspects == 0 {
+        return None;
+    }
+    Some(format!(
+        "detector: {:.1}% of requests to healthy members fail, health score {}/8{}, {} failures in a row remove a member, {} suspect",
+        d.loss * 100.0,
+        d.health_score,
+        if d.health_score > 0 { " (this node is slow: its timeouts are widened)" } else { "" },
+        d.evidence_needed,
+        d.suspects
+    ))
+}
+
 fn fmt_epoch(secs: f64) -> String {
     let t = UNIX_EPOCH + Duration::from_secs_f64(secs.max(0.0));
     humantime::format_rfc3339_seconds(t)
@@ -227,5 +247,26 @@ mod tests {
             lease_line(lease, None),
             "quorum 2, 1 reachable: no quorum, following nobody"
         );
+    }
+
+    #[test]
+    fn the_detector_speaks_up_only_about_loss_a_slow_node_or_suspects() {
+        let mut d = DetectorInfo {
+            loss: 0.001,
+            health_score: 0,
+            evidence_needed: 3,
+            ping_timeout_ms: 200,
+            suspects: 0,
+        };
+        assert_eq!(detector_line(&d), None);
+        d.loss = 0.2;
+        d.evidence_needed = 9;
+        d.suspects = 1;
+        assert_eq!(
+            detector_line(&d).as_deref(),
+            Some("detector: 20.0% of requests to healthy members fail, health score 0/8, 9 failures in a row remove a member, 1 suspect")
+        );
+        d.health_score = 2;
+        assert!(detector_line(&d).is_some_and(|l| l.contains("this node is slow")));
     }
 }
