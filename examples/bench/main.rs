@@ -14,6 +14,7 @@
 mod authcost;
 mod cluster;
 mod flood;
+mod lab;
 #[allow(dead_code)] // the tests' lab module; the benchmark uses part of it
 #[path = "../../tests/common/netns.rs"]
 mod netns;
@@ -488,7 +489,7 @@ fn main() -> anyhow::Result<()> {
         let bin = les_binary(&args)?;
         let runs = partitions(&bin, &args)?;
         let command = command_line();
-        println!("{}", report::partition_table(&runs));
+        println!("{}", partition::partition_table(&runs));
         if !args.no_write {
             report::write_partitions(&args.out, &command, &runs)?;
             eprintln!("wrote {}", args.out.display());
@@ -558,7 +559,7 @@ fn main() -> anyhow::Result<()> {
     };
     println!("{}", report::tables(&results));
     if !parts.is_empty() {
-        println!("{}", report::partition_table(&parts));
+        println!("{}", partition::partition_table(&parts));
     }
     if !args.no_write {
         report::write_markdown(&args.out, &args.svg, &results)?;
