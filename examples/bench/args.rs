@@ -77,9 +77,23 @@ pub struct Args {
     #[arg(long, value_delimiter = ',', default_value = "3,5")]
     pub vanish_nodes: Vec<usize>,
     /// Only run the vanished-host trials (and write only their section). Combines with
-    /// --partition-only.
+    /// --partition-only and --loss-only.
     #[arg(long)]
     pub vanish_only: bool,
+    /// Trials per loss rate of 5 real nodes in network namespaces, each dropping that
+    /// share of the packets it sends and receives (nftables; needs root). 0 skips it.
+    #[arg(long, default_value_t = 0)]
+    pub loss_trials: usize,
+    /// Seconds of loss per --loss-trials trial, after the cluster agreed.
+    #[arg(long, default_value_t = 60)]
+    pub loss_real_seconds: u64,
+    /// Loss rates for --loss-trials, comma-separated shares (0.2 = 20 %).
+    #[arg(long, value_delimiter = ',', default_value = "0.05,0.1,0.2")]
+    pub loss_rates: Vec<f64>,
+    /// Only run the real-process loss trials (and write only their section). Combines
+    /// with --partition-only and --vanish-only.
+    #[arg(long)]
+    pub loss_only: bool,
     /// Only compare unkeyed and keyed 3-node clusters (failover, hand-off, CPU, RSS)
     /// and time the tag functions; writes only the Authentication section. Combines
     /// with --flood.

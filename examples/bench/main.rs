@@ -10,14 +10,16 @@
 //! `--auth-compare` (`authcost.rs`) compares unkeyed and keyed clusters and times the
 //! tag functions; `--flood` (`flood.rs`) floods a follower with connections. Each runs
 //! alone and writes only its own section. In network namespaces (`netruns.rs`, as
-//! root): `--partition-trials` and `--vanish-trials` (a leader host that vanishes);
-//! with `--partition-only` or `--vanish-only` only those run.
+//! root): `--partition-trials`, `--vanish-trials` (a leader host that vanishes) and
+//! `--loss-trials` (packet loss on every node); with `--partition-only`,
+//! `--vanish-only` or `--loss-only` only those run.
 
 mod args;
 mod authcost;
 mod cluster;
 mod flood;
 mod lab;
+mod lossy_real;
 #[allow(dead_code)] // the tests' lab module; the benchmark uses part of it
 #[path = "../../tests/common/netns.rs"]
 mod netns;
@@ -436,6 +438,7 @@ fn main() -> anyhow::Result<()> {
             "results": &results,
             "partitions": &net.partitions,
             "vanish": &net.vanish,
+            "loss_real": &net.loss_real,
         }),
     )?;
     Ok(())
