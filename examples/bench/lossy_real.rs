@@ -147,9 +147,11 @@ fn one(bin: &Path, rate: f64, length: Duration, extra: &[String]) -> anyhow::Res
 pub fn table(runs: &[LossRealRun]) -> String {
     let mut s = String::from(
         "Min / median / p90 / max over the trials; counts are over all nodes together, \
-         from the start of the loss to its end. Loss is per node and per direction, so \
-         a request between two nodes is lost with about twice that probability, and an \
-         exchange (request and answer) with about four times it.\n\n\
+         from the start of the loss to its end. Loss is per node and per direction: a \
+         packet from one node to another passes the sender's output and the receiver's \
+         input, so it is lost with probability 1 - (1 - p)^2 (36 % at p = 20 %), and TCP \
+         retransmits it, so the nodes see late answers (a lost SYN costs a 1 s \
+         retransmission, as long as the default request timeout) more than lost ones.\n\n\
          | loss per node, each way | nodes | seconds | trials | member removals | leader changes | two acting leaders, ms | no acting leader, ms | removals by reason |\n\
          |---:|---:|---:|---:|---|---|---|---|---|\n",
     );

@@ -109,19 +109,19 @@ pub fn run(bin: &Path, args: &Args, want: Wanted) -> anyhow::Result<NetRuns> {
 }
 
 impl NetRuns {
-    /// The tables of what ran, for the terminal.
+    /// The tables of what ran, for the terminal, a blank line apart.
     pub fn tables(&self) -> String {
-        let mut s = String::new();
+        let mut s = Vec::new();
         if !self.partitions.is_empty() {
-            s += &partition::partition_table(&self.partitions);
+            s.push(partition::partition_table(&self.partitions));
         }
         if !self.vanish.is_empty() {
-            s += &vanish::table(&self.vanish);
+            s.push(vanish::table(&self.vanish));
         }
         if !self.loss_real.is_empty() {
-            s += &lossy_real::table(&self.loss_real);
+            s.push(lossy_real::table(&self.loss_real));
         }
-        s
+        s.join("\n")
     }
 
     /// Replace the sections of what ran in `path` (or add them at its end).
