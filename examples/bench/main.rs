@@ -9,18 +9,26 @@
 //!
 //! `--auth-compare` (`authcost.rs`) compares unkeyed and keyed clusters and times the
 //! tag functions; `--flood` (`flood.rs`) floods a follower with connections. Each runs
-//! alone and writes only its own section.
+//! alone and writes only its own section. In network namespaces (`netruns.rs`, as
+//! root): `--partition-trials`, `--vanish-trials` (a leader host that vanishes) and
+//! `--loss-trials` (packet loss on every node); with `--partition-only`,
+//! `--vanish-only` or `--loss-only` only those run.
 
+mod args;
 mod authcost;
 mod cluster;
 mod flood;
+mod lab;
+mod lossy_real;
 #[allow(dead_code)] // the tests' lab module; the benchmark uses part of it
 #[path = "../../tests/common/netns.rs"]
 mod netns;
+mod netruns;
 mod partition;
 mod report;
 mod scale;
 mod stats;
+mod vanish;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -33,104 +41,9 @@ use les::client::PeerClient;
 use les::net::TokioNetwork;
 use serde::Serialize;
 
+use args::Args;
 use cluster::{cpu_seconds, rss_kib, Cluster};
 use stats::Summary;
-
-#[derive(Debug, Parser)]
-#[command(about = "Measure les: convergence, failover, hand-off and cost on loopback")]
-struct Args {
-    /// Cluster sizes, comma-separated.
-    #[arg(long, value_delimiter = ',', default_value = "3,10,30")]
-    nodes: Vec<usize>,
-    /// Trials per cluster size for the timing measurements.
-    #[arg(long, default_value_t = 10)]
-    trials: usize,
-    /// Seconds of steady state for the cost measurement.
-    #[arg(long, default_value_t = 60)]
-    cost_seconds: u64,
-    /// Seconds of the spurious-change run under CPU load (0 skips it).
-    #[arg(long, default_value_t = 120)]
-    load_seconds: u64,
-    /// Nodes in the spurious-change run.
-    #[arg(long, default_value_t = 10)]
-    load_nodes: usize,
-    /// Extra flag passed to every node, e.g. --node-arg=--interval=500ms (repeatable).
-    #[arg(long = "node-arg", allow_hyphen_values = true)]
-    node_args: Vec<String>,
-    /// The les binary; default <target dir>/release/les (CARGO_TARGET_DIR honoured), built.
-    #[arg(long)]
-    bin: Option<PathBuf>,
-    /// Markdown file to update.
-    #[arg(long, default_value = "BENCHMARKS.md")]
-    out: PathBuf,
-    /// Plot to write.
-    #[arg(long, default_value = "benchmarks/failover-convergence.svg")]
-    svg: PathBuf,
-    /// Print only; write no files.
-    #[arg(long)]
-    no_write: bool,
-    /// Also write every figure measured, as JSON, to this file (to compare runs).
-    #[arg(long, value_name = "PATH")]
-    json: Option<PathBuf>,
-    /// Cluster sizes for the core-level scale simulation (0 skips it).
-    #[arg(long, value_delimiter = ',', default_value = "10,100,300")]
-    sim_nodes: Vec<usize>,
-    /// Cluster sizes for the simulated long run with message loss (0 skips it).
-    #[arg(long, value_delimiter = ',', default_value = "10,100")]
-    loss_nodes: Vec<usize>,
-    /// Message loss rate for that run.
-    #[arg(long, default_value_t = 0.05)]
-    loss: f64,
-    /// Simulated seconds for that run.
-    #[arg(long, default_value_t = 600)]
-    loss_seconds: u64,
-    /// Only run the simulations.
-    #[arg(long)]
-    sim_only: bool,
-    /// Trials per partition scenario (3 nodes with the leader cut off alone, 5 with the
-    /// leader and one follower), in network namespaces; needs root, iproute2 and
-    /// nftables. 0 skips them. Runs the default mode, and quorum mode (a majority
-    /// quorum) when the binary offers --quorum.
-    #[arg(long, default_value_t = 0)]
-    partition_trials: usize,
-    /// Seconds each partition lasts.
-    #[arg(long, default_value_t = 10)]
-    partition_seconds: u64,
-    /// Only run the partitions (and write only their section of the Markdown file).
-    #[arg(long)]
-    partition_only: bool,
-    /// Only compare unkeyed and keyed 3-node clusters (failover, hand-off, CPU, RSS)
-    /// and time the tag functions; writes only the Authentication section. Combines
-    /// with --flood.
-    #[arg(long)]
-    auth_compare: bool,
-    /// Trials of each configuration for --auth-compare.
-    #[arg(long, default_value_t = 7)]
-    auth_trials: usize,
-    /// Seconds of steady state per --auth-compare trial.
-    #[arg(long, default_value_t = 20)]
-    auth_cost_seconds: u64,
-    /// Only run the connection flood against a 3-node cluster, unkeyed and keyed;
-    /// writes only the Connection flood section. Combines with --auth-compare.
-    #[arg(long)]
-    flood: bool,
-    /// Trials of each configuration for --flood.
-    #[arg(long, default_value_t = 5)]
-    flood_trials: usize,
-    /// Seconds each flood lasts before the leader is crashed.
-    #[arg(long, default_value_t = 20)]
-    flood_seconds: u64,
-    /// Idle connections the flood holds.
-    #[arg(long, default_value_t = 2000)]
-    flood_idle: usize,
-    /// Half-sent requests the flood holds.
-    #[arg(long, default_value_t = 200)]
-    flood_partial: usize,
-    /// Start the flood's nodes with this soft open-files limit (e.g. 1024, a common
-    /// default) instead of the benchmark's own, which is raised to the hard limit.
-    #[arg(long)]
-    flood_node_nofile: Option<u64>,
-}
 
 /// Timings for one cluster size, in milliseconds.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -394,53 +307,6 @@ fn les_binary(args: &Args) -> anyhow::Result<PathBuf> {
     Ok(bin)
 }
 
-/// The partition scenarios, in the default mode and (if the binary has it) quorum mode.
-fn partitions(bin: &std::path::Path, args: &Args) -> anyhow::Result<Vec<partition::PartitionRun>> {
-    if let Some(why) = partition::missing_prerequisite() {
-        anyhow::bail!("cannot measure partitions: {why}");
-    }
-    let quorum = partition::has_quorum_mode(bin);
-    if !quorum {
-        anyhow::ensure!(
-            std::env::var_os("CI").is_none(),
-            "{} offers no --quorum: quorum mode cannot be measured (CI is set)",
-            bin.display()
-        );
-        eprintln!(
-            "\n*** NOTE: {} offers no --quorum: measuring the default mode only ***\n",
-            bin.display()
-        );
-    }
-    let cut = Duration::from_secs(args.partition_seconds);
-    let mut runs = Vec::new();
-    for (n, cut_off) in [(3, 1), (5, 2)] {
-        let mut modes = vec![("default".to_string(), args.node_args.clone())];
-        if quorum {
-            let q = n / 2 + 1;
-            let mut flags = args.node_args.clone();
-            flags.extend(["--quorum".to_string(), q.to_string()]);
-            modes.push((format!("quorum {q}"), flags));
-        }
-        for (mode, flags) in modes {
-            eprintln!(
-                "partition, {mode}: {n} nodes, {cut_off} cut off for {} s, {} trials",
-                cut.as_secs(),
-                args.partition_trials
-            );
-            runs.push(partition::run(
-                bin,
-                &mode,
-                n,
-                cut_off,
-                cut,
-                args.partition_trials,
-                &flags,
-            )?);
-        }
-    }
-    Ok(runs)
-}
-
 /// --auth-compare and/or --flood: run those only, write their sections only.
 fn auth_and_flood(args: &Args) -> anyhow::Result<()> {
     let bin = les_binary(args)?;
@@ -484,13 +350,13 @@ fn main() -> anyhow::Result<()> {
     if args.auth_compare || args.flood {
         return auth_and_flood(&args);
     }
-    if args.partition_only {
+    if let Some(want) = netruns::Wanted::only(&args) {
         let bin = les_binary(&args)?;
-        let runs = partitions(&bin, &args)?;
-        let command = command_line();
-        println!("{}", report::partition_table(&runs));
+        let runs = netruns::run(&bin, &args, want)?;
+        println!("{}", runs.tables());
+        write_json(&args, "netns", &runs)?;
         if !args.no_write {
-            report::write_partitions(&args.out, &command, &runs)?;
+            runs.write(&args.out, &command_line())?;
             eprintln!("wrote {}", args.out.display());
         }
         return Ok(());
@@ -541,10 +407,10 @@ fn main() -> anyhow::Result<()> {
     } else {
         None
     };
-    let parts = if args.partition_trials > 0 && !args.sim_only {
-        partitions(&bin, &args)?
+    let net = if args.sim_only {
+        netruns::NetRuns::default()
     } else {
-        Vec::new()
+        netruns::run(&bin, &args, netruns::Wanted::in_full_run(&args))?
     };
     let results = report::Results {
         command: command_line(),
@@ -557,22 +423,23 @@ fn main() -> anyhow::Result<()> {
         loss: loss_runs,
     };
     println!("{}", report::tables(&results));
-    if !parts.is_empty() {
-        println!("{}", report::partition_table(&parts));
-    }
+    println!("{}", net.tables());
     if !args.no_write {
         report::write_markdown(&args.out, &args.svg, &results)?;
         report::write_svg(&args.svg, &results)?;
-        if !parts.is_empty() {
-            report::write_partitions(&args.out, &results.command, &parts)?;
-        }
+        net.write(&args.out, &results.command)?;
         eprintln!("wrote {} and {}", args.out.display(), args.svg.display());
     }
     println!("{}", report::headline_json(&results));
     write_json(
         &args,
         "results",
-        &serde_json::json!({ "results": &results, "partitions": &parts }),
+        &serde_json::json!({
+            "results": &results,
+            "partitions": &net.partitions,
+            "vanish": &net.vanish,
+            "loss_real": &net.loss_real,
+        }),
     )?;
     Ok(())
 }

@@ -4,17 +4,16 @@
 //! then healed. Every figure comes from the nodes' JSON logs (`leader changed` lines,
 //! with `is_self` and wall-clock timestamps), so nothing polls the nodes meanwhile.
 
-use std::path::{Path, PathBuf};
-use std::process::Child;
-use std::time::{Duration, Instant, SystemTime};
+use std::fmt::Write as _;
+use std::path::Path;
+use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 use serde::Serialize;
 
-use crate::netns::{self, LeaderLine, Net};
+use crate::lab::{self, ms, since, time_where, Lab};
+use crate::netns;
 use crate::stats::Summary;
-
-const LES_PORT: u16 = 4000;
 
 /// One partition scenario, summarised over its trials.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -96,53 +95,6 @@ pub fn run(
     })
 }
 
-/// Nodes in their namespaces, killed (by PID) when dropped, before the lab goes.
-struct Lab {
-    nodes: Vec<Child>,
-    logs: PathBuf,
-    net: Net,
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        for c in &mut self.nodes {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        let _ = std::fs::remove_dir_all(&self.logs);
-        // `self.net` is dropped next, deleting the namespaces.
-    }
-}
-
-impl Lab {
-    fn addr(&self, i: usize) -> String {
-        format!("{}:{LES_PORT}", self.net.addr(11 + i as u8))
-    }
-
-    fn log(&self, i: usize) -> PathBuf {
-        self.logs.join(format!("n{}.log", i + 1))
-    }
-
-    fn read(&self) -> Vec<Vec<LeaderLine>> {
-        (0..self.nodes.len())
-            .map(|i| netns::read_log(&self.log(i)).changes)
-            .collect()
-    }
-
-    /// The leader every node's latest change names, if they agree.
-    fn agreed(&self) -> Option<usize> {
-        let logs = self.read();
-        let first = logs[0].last()?.leader.clone()?;
-        let same = logs
-            .iter()
-            .all(|l| l.last().and_then(|c| c.leader.as_ref()) == Some(&first));
-        if !same {
-            return None;
-        }
-        (0..self.nodes.len()).find(|i| self.addr(*i) == first)
-    }
-}
-
 fn one(
     bin: &Path,
     n: usize,
@@ -150,45 +102,13 @@ fn one(
     cut: Duration,
     extra: &[String],
 ) -> anyhow::Result<Trial> {
-    let tag = format!("lesbench-{}-part", std::process::id());
-    let names: Vec<String> = (1..=n).map(|i| format!("n{i}")).collect();
-    let name_refs: Vec<&str> = names.iter().map(String::as_str).collect();
-    let hosts = netns::numbered(&name_refs);
-    let net = Net::new(&tag, 4, &hosts).map_err(anyhow::Error::msg)?;
-    let logs = netns::log_dir(&tag);
-    let mut lab = Lab {
-        nodes: Vec::new(),
-        logs,
-        net,
-    };
-    let seeds: Vec<String> = (0..n).map(|i| lab.addr(i)).collect();
-    for (i, name) in names.iter().enumerate() {
-        let mut cmd = lab.net.command(name, bin);
-        cmd.args(["--bind-port", &LES_PORT.to_string()])
-            .args(["--advertise-addr", &lab.addr(i)])
-            .args(["--seeds", &seeds.join(","), "--name", name])
-            .args(["--log-format", "json"])
-            .args(extra)
-            .env("RUST_LOG", "les=info");
-        netns::log_to(&mut cmd, &lab.log(i));
-        lab.nodes.push(cmd.spawn().context("starting a node")?);
-        // Seniority in index order.
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let leader = loop {
-        if let Some(l) = lab.agreed() {
-            std::thread::sleep(Duration::from_secs(1));
-            if lab.agreed() == Some(l) {
-                break l;
-            }
-        }
-        anyhow::ensure!(Instant::now() < deadline, "no agreed leader before the cut");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let lab = Lab::start(bin, "part", 4, n, extra)?;
+    let leader = lab
+        .settled_leader(Duration::from_secs(1))
+        .context("before the cut")?;
 
     let side: Vec<usize> = (0..cut_off).map(|k| (leader + k) % n).collect();
-    let side_names: Vec<&str> = side.iter().map(|i| names[*i].as_str()).collect();
+    let side_names: Vec<&str> = side.iter().map(|i| lab.names[*i].as_str()).collect();
     let t_cut = SystemTime::now();
     lab.net.cut(&side_names).map_err(anyhow::Error::msg)?;
     std::thread::sleep(cut);
@@ -200,10 +120,7 @@ fn one(
     let agreed = lab.agreed();
     drop(lab);
 
-    let acting: Vec<Vec<(SystemTime, SystemTime)>> = logs
-        .iter()
-        .map(|l| netns::acting_intervals(l, t_end))
-        .collect();
+    let acting = lab::acting(&logs, t_end);
     let majority: Vec<Vec<(SystemTime, SystemTime)>> = (0..n)
         .filter(|i| !side.contains(i))
         .map(|i| acting[i].clone())
@@ -228,63 +145,34 @@ fn one(
     })
 }
 
-fn since(from: SystemTime, to: SystemTime) -> Duration {
-    to.duration_since(from).unwrap_or_default()
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e3
-}
-
-/// Total time within `[from, to]` in which the number of nodes acting (each node's
-/// intervals in `acting`) satisfies `count`.
-fn time_where(
-    acting: &[Vec<(SystemTime, SystemTime)>],
-    from: SystemTime,
-    to: SystemTime,
-    count: impl Fn(usize) -> bool,
-) -> Duration {
-    // Edges: +1 where an interval starts, -1 where it ends, clipped to [from, to].
-    let mut edges: Vec<(SystemTime, i32)> = Vec::new();
-    for (s, e) in acting.iter().flatten() {
-        let (s, e) = ((*s).max(from), (*e).min(to));
-        if s < e {
-            edges.push((s, 1));
-            edges.push((e, -1));
-        }
-    }
-    edges.sort();
-    let (mut total, mut level, mut at) = (Duration::ZERO, 0i32, from);
-    for (t, d) in edges.into_iter().chain([(to, 0)]) {
-        if count(level as usize) {
-            total += since(at, t);
-        }
-        level += d;
-        at = t;
-    }
-    total
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn time_where_counts_overlaps_and_gaps() {
-        let t = |s: u64| SystemTime::UNIX_EPOCH + Duration::from_secs(s);
-        // Node a acts 0..6, node b 4..10; the window is 2..12.
-        let acting = vec![vec![(t(0), t(6))], vec![(t(4), t(10))]];
-        assert_eq!(
-            time_where(&acting, t(2), t(12), |k| k >= 2),
-            Duration::from_secs(2)
-        );
-        assert_eq!(
-            time_where(&acting, t(2), t(12), |k| k == 0),
-            Duration::from_secs(2)
-        );
-        assert_eq!(
-            time_where(&acting, t(2), t(12), |k| k == 1),
-            Duration::from_secs(6)
+/// The partition measurements, in Markdown.
+pub fn partition_table(runs: &[PartitionRun]) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "Min / median / max over the trials. Times in ms. Changes are the `leader changed` \
+         lines of all nodes together, from the cut to 10 s after the heal (per node: the \
+         median divided by the cluster size).\n"
+    );
+    let _ = writeln!(s, "| mode | nodes | cut off | cut | trials | two acting leaders | majority side without an acting leader | leader changes (per node) | one agreed leader after the heal | unsettled |");
+    let _ = writeln!(s, "|---|---:|---:|---:|---:|---|---|---|---|---:|");
+    let cells = |x: &Summary| format!("{:.0} / {:.0} / {:.0}", x.min, x.median, x.max);
+    for p in runs {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {:.0} s | {} | {} | {} | {} ({:.1}) | {} | {} |",
+            p.mode,
+            p.nodes,
+            p.cut_off,
+            p.cut_s,
+            p.trials,
+            cells(&p.two_leaders_ms),
+            cells(&p.majority_leaderless_ms),
+            cells(&p.changes),
+            p.changes.median / p.nodes.max(1) as f64,
+            cells(&p.agreed_after_heal_ms),
+            p.unsettled
         );
     }
+    s
 }

@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use crate::authcost::AuthRun;
 use crate::flood::FloodRun;
-use crate::partition::PartitionRun;
+use crate::partition::{partition_table, PartitionRun};
 use crate::scale::{LossRun, ScaleResult};
 use crate::stats::Summary;
 use crate::{Cost, LoadRun, Timings};
@@ -117,39 +117,6 @@ pub fn tables(r: &Results) -> String {
     s
 }
 
-/// The partition measurements, in Markdown.
-pub fn partition_table(runs: &[PartitionRun]) -> String {
-    let mut s = String::new();
-    let _ = writeln!(
-        s,
-        "Min / median / max over the trials. Times in ms. Changes are the `leader changed` \
-         lines of all nodes together, from the cut to 10 s after the heal (per node: the \
-         median divided by the cluster size).\n"
-    );
-    let _ = writeln!(s, "| mode | nodes | cut off | cut | trials | two acting leaders | majority side without an acting leader | leader changes (per node) | one agreed leader after the heal | unsettled |");
-    let _ = writeln!(s, "|---|---:|---:|---:|---:|---|---|---|---|---:|");
-    let cells =
-        |x: &crate::stats::Summary| format!("{:.0} / {:.0} / {:.0}", x.min, x.median, x.max);
-    for p in runs {
-        let _ = writeln!(
-            s,
-            "| {} | {} | {} | {:.0} s | {} | {} | {} | {} ({:.1}) | {} | {} |",
-            p.mode,
-            p.nodes,
-            p.cut_off,
-            p.cut_s,
-            p.trials,
-            cells(&p.two_leaders_ms),
-            cells(&p.majority_leaderless_ms),
-            cells(&p.changes),
-            p.changes.median / p.nodes.max(1) as f64,
-            cells(&p.agreed_after_heal_ms),
-            p.unsettled
-        );
-    }
-    s
-}
-
 /// Replace the generated section of `path` (or create the file around it).
 pub fn write_markdown(path: &Path, svg: &Path, r: &Results) -> anyhow::Result<()> {
     let machine = machine_line();
@@ -164,12 +131,37 @@ pub fn write_markdown(path: &Path, svg: &Path, r: &Results) -> anyhow::Result<()
 
 /// Replace the partitions section of `path` (or add it at the end).
 pub fn write_partitions(path: &Path, command: &str, runs: &[PartitionRun]) -> anyhow::Result<()> {
-    let section = format!(
-        "{PARTITIONS_BEGIN}\n\nMeasured on {}, `{command}`.\n\n{}\n{PARTITIONS_END}",
-        machine_line(),
-        partition_table(runs)
+    let table = partition_table(runs);
+    write_generated(
+        path,
+        PARTITIONS_BEGIN,
+        PARTITIONS_END,
+        None,
+        command,
+        &table,
+    )
+}
+
+/// Put `table`, measured by `command` on this machine, between `begin` and `end` in
+/// `path`, replacing what was there; a file without those markers gets them at its
+/// end, under `heading` if one is given.
+pub fn write_generated(
+    path: &Path,
+    begin: &str,
+    end: &str,
+    heading: Option<&str>,
+    command: &str,
+    table: &str,
+) -> anyhow::Result<()> {
+    let mut section = format!(
+        "{begin}\n\nMeasured on {}, `{command}`.\n\n{table}\n{end}",
+        machine_line()
     );
-    replace_section(path, PARTITIONS_BEGIN, PARTITIONS_END, &section, "")
+    let present = std::fs::read_to_string(path).is_ok_and(|t| t.contains(begin));
+    if let (Some(h), false) = (heading, present) {
+        section = format!("{h}\n\n{section}");
+    }
+    replace_section(path, begin, end, &section, "")
 }
 
 /// Put `section` (which starts with `begin` and ends with `end`) in place of the one in
@@ -574,20 +566,10 @@ pub fn flood_table(r: &FloodRun) -> String {
 
 /// Replace the authentication section of `path` (or add it at the end).
 pub fn write_auth(path: &Path, command: &str, r: &AuthRun) -> anyhow::Result<()> {
-    let section = format!(
-        "{AUTH_BEGIN}\n\nMeasured on {}, `{command}`.\n\n{}\n{AUTH_END}",
-        machine_line(),
-        auth_table(r)
-    );
-    replace_section(path, AUTH_BEGIN, AUTH_END, &section, "")
+    write_generated(path, AUTH_BEGIN, AUTH_END, None, command, &auth_table(r))
 }
 
 /// Replace the flood section of `path` (or add it at the end).
 pub fn write_flood(path: &Path, command: &str, r: &FloodRun) -> anyhow::Result<()> {
-    let section = format!(
-        "{FLOOD_BEGIN}\n\nMeasured on {}, `{command}`.\n\n{}\n{FLOOD_END}",
-        machine_line(),
-        flood_table(r)
-    );
-    replace_section(path, FLOOD_BEGIN, FLOOD_END, &section, "")
+    write_generated(path, FLOOD_BEGIN, FLOOD_END, None, command, &flood_table(r))
 }

@@ -488,11 +488,22 @@ pub struct LeaderLine {
     pub is_self: bool,
 }
 
-/// What a node's JSON log says so far: its start time (seniority) and its leader changes.
+/// A `member removed` line of a node's JSON log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RemovalLine {
+    pub at: SystemTime,
+    pub peer: String,
+    /// `timed out`, `unreachable`, ... (the `reason` field).
+    pub reason: String,
+}
+
+/// What a node's JSON log says so far: its start time (seniority), its leader changes
+/// and the members it removed.
 #[derive(Debug, Clone, Default)]
 pub struct NodeLog {
     pub start_time: Option<f64>,
     pub changes: Vec<LeaderLine>,
+    pub removals: Vec<RemovalLine>,
 }
 
 /// Read the JSON log at `path`; lines that are not JSON (a panic, a hook's output) are
@@ -507,15 +518,17 @@ pub fn read_log(path: &Path) -> NodeLog {
             continue;
         };
         let fields = &v["fields"];
-        match fields["message"].as_str() {
-            Some("les node started") => log.start_time = fields["start_time"].as_f64(),
-            Some("leader changed") => {
-                let Some(at) = v["timestamp"]
-                    .as_str()
-                    .and_then(|t| humantime::parse_rfc3339(t).ok())
-                else {
-                    continue;
-                };
+        let at = v["timestamp"]
+            .as_str()
+            .and_then(|t| humantime::parse_rfc3339(t).ok());
+        match (fields["message"].as_str(), at) {
+            (Some("les node started"), _) => log.start_time = fields["start_time"].as_f64(),
+            (Some("member removed"), Some(at)) => log.removals.push(RemovalLine {
+                at,
+                peer: fields["peer"].as_str().unwrap_or_default().to_string(),
+                reason: fields["reason"].as_str().unwrap_or_default().to_string(),
+            }),
+            (Some("leader changed"), Some(at)) => {
                 log.changes.push(LeaderLine {
                     at,
                     leader: fields["leader"]
