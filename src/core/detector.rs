@@ -14,11 +14,13 @@ use rand::seq::IteratorRandom;
 
 use super::{Action, Core, Failure, RemoveReason};
 
-/// Who made a failed observation of a member.
+/// Who observed a member, and how.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Observer {
-    /// This node: a fetch or a ping that timed out.
-    Me,
+    /// This node, by a state fetch (its answer, or its timeout).
+    Fetch,
+    /// This node, by the leader watch's ping (short timeouts: see `health`).
+    Ping,
     /// A helper asked to probe it: an independent confirmation.
     Helper,
 }
@@ -66,7 +68,7 @@ impl Core {
             Failure::BadResponse => {
                 self.remove(now, &addr, None, RemoveReason::BadResponse, out);
             }
-            Failure::Timeout => self.failed_observation(&addr, Observer::Me, true, out),
+            Failure::Timeout => self.failed_observation(&addr, Observer::Fetch, true, out),
         }
     }
 
@@ -85,8 +87,8 @@ impl Core {
         let Some(m) = self.members.get_mut(addr) else {
             return;
         };
-        if m.suspect_since.is_none() && by == Observer::Me {
-            self.health.observe(false);
+        if m.suspect_since.is_none() && by != Observer::Helper {
+            self.health.observe(by == Observer::Ping, false);
             m.counted += 1;
         }
         m.failures = m.failures.saturating_add(1);
@@ -100,10 +102,10 @@ impl Core {
 
     /// `addr` answered (a state, a ping, or a helper's probe reached it): clear its
     /// suspicion and its count of failures.
-    pub(super) fn observed_alive(&mut self, addr: &str) {
+    pub(super) fn observed_alive(&mut self, addr: &str, by: Observer) {
         if let Some(m) = self.members.get_mut(addr) {
-            if m.suspect_since.is_none() && m.failures == 0 {
-                self.health.observe(true);
+            if m.suspect_since.is_none() && m.failures == 0 && by != Observer::Helper {
+                self.health.observe(by == Observer::Ping, true);
             }
             m.suspect_since = None;
             m.failures = 0;
@@ -158,7 +160,7 @@ impl Core {
             return;
         }
         if reachable {
-            self.observed_alive(target);
+            self.observed_alive(target, Observer::Helper);
         } else if self
             .members
             .get(target)

@@ -7,7 +7,10 @@
 //!   enough follows the failure rate this node measures on members it does *not*
 //!   suspect: on a clean LAN three (so a vanished host goes in well under a second),
 //!   at 20 % loss nine, so that a live member's chance of failing that many times in a
-//!   row stays below [`FALSE_REMOVAL_ODDS`] even with loss.
+//!   row stays below [`FALSE_REMOVAL_ODDS`] even with loss. State fetches (a 1 s
+//!   timeout, which TCP's retransmissions mostly fit in) and the leader watch's pings
+//!   (short timeouts, which a single retransmission can miss) fail at different rates
+//!   on the same lossy network, so each has its own estimate and the higher counts.
 //! * **Local health.** A node whose own timers fire late (an overloaded or throttled
 //!   machine) cannot tell others' slowness from its own. Its *health score* (Lifeguard's
 //!   LHM, 0 to [`MAX_HEALTH_SCORE`]) rises with each late wake-up and decays with each
@@ -37,14 +40,19 @@ pub const MAX_EVIDENCE: u32 = 32;
 /// Highest local health score. Timeouts are multiplied by at most `1 + 8`.
 pub const MAX_HEALTH_SCORE: u32 = 8;
 
-/// Shortest timeout of a ping of the leader: below this, scheduling noise on a busy
-/// machine (tens of milliseconds) would pass for a dead host.
-pub const PING_TIMEOUT_FLOOR: Duration = Duration::from_millis(200);
+/// Shortest timeout of a ping of the leader: above Linux's minimum TCP retransmission
+/// timeout (200 ms), so that one lost packet on a pooled connection makes an answer
+/// late, not missing; and far above scheduling noise on a busy machine (tens of
+/// milliseconds).
+pub const PING_TIMEOUT_FLOOR: Duration = Duration::from_millis(300);
 
 /// Weight of one observation in the failure-rate estimate (an exponentially weighted
 /// average over roughly the last 200 observations: a few seconds of traffic, long enough
 /// that one dead member's first timeouts barely move it).
 const LOSS_WEIGHT: f64 = 0.005;
+
+/// The same for the leader watch's pings, which come 4 a second: about the last 50.
+const PING_LOSS_WEIGHT: f64 = 0.02;
 
 /// The estimate never goes below this: a handful of clean seconds must not make the
 /// next single loss count as strong evidence.
@@ -53,8 +61,10 @@ const LOSS_FLOOR: f64 = 1e-3;
 /// What this node has learned about the network and about itself.
 #[derive(Debug, Clone)]
 pub(super) struct Health {
-    /// Estimated share of contacts with unsuspected members that fail.
+    /// Estimated share of state fetches to unsuspected members that fail.
     loss: f64,
+    /// Estimated share of the leader watch's pings that fail.
+    ping_loss: f64,
     /// Lifeguard's local health multiplier, 0 ..= [`MAX_HEALTH_SCORE`].
     score: u32,
     /// Smoothed round-trip time of answered pings and its mean deviation, in seconds.
@@ -66,6 +76,7 @@ impl Default for Health {
     fn default() -> Self {
         Health {
             loss: LOSS_FLOOR,
+            ping_loss: LOSS_FLOOR,
             score: 0,
             srtt: None,
             rttvar: 0.0,
@@ -74,10 +85,16 @@ impl Default for Health {
 }
 
 impl Health {
-    /// One contact with a member that was not suspect at the time: `ok` if it answered.
-    pub(super) fn observe(&mut self, ok: bool) {
+    /// One contact with a member that was not suspect at the time, a ping of the leader
+    /// if `ping`, else a state fetch: `ok` if it answered in time.
+    pub(super) fn observe(&mut self, ping: bool, ok: bool) {
         let x = if ok { 0.0 } else { 1.0 };
-        self.loss = (self.loss + LOSS_WEIGHT * (x - self.loss)).max(LOSS_FLOOR);
+        let (estimate, weight) = if ping {
+            (&mut self.ping_loss, PING_LOSS_WEIGHT)
+        } else {
+            (&mut self.loss, LOSS_WEIGHT)
+        };
+        *estimate = (*estimate + weight * (x - *estimate)).max(LOSS_FLOOR);
     }
 
     /// A round trip measured on an answered ping (RFC 6298's estimator).
@@ -117,8 +134,12 @@ impl Health {
     /// went into the failure rate: without them, so that a dead member's first
     /// timeouts do not raise the bar for its own removal.
     pub(super) fn evidence_needed_excluding(&self, counted: u32) -> u32 {
-        let own = LOSS_WEIGHT * f64::from(counted);
-        let p = (self.loss - own).clamp(LOSS_FLOOR, 0.9);
+        // Its own failures may have gone into either estimate: take them out of both
+        // (the estimate is then, if anything, a little low for a few observations).
+        let own = f64::from(counted);
+        let p = (self.loss - LOSS_WEIGHT * own)
+            .max(self.ping_loss - PING_LOSS_WEIGHT * own)
+            .clamp(LOSS_FLOOR, 0.9);
         let n = (FALSE_REMOVAL_ODDS.ln() / p.ln()).ceil() as u32;
         (n.max(MIN_EVIDENCE) + self.score).min(MAX_EVIDENCE)
     }
@@ -134,9 +155,9 @@ impl Health {
         (base * (1 + self.score)).min(cap.max(PING_TIMEOUT_FLOOR))
     }
 
-    /// The failure-rate estimate (for `/diag/`).
+    /// The failure-rate estimate that counts, the higher of the two (for `/diag/`).
     pub(super) fn loss(&self) -> f64 {
-        self.loss
+        self.loss.max(self.ping_loss)
     }
 
     /// The local health score (for `/diag/`).
@@ -153,7 +174,7 @@ mod tests {
     fn a_clean_network_needs_the_minimum_evidence() {
         let mut h = Health::default();
         for _ in 0..1000 {
-            h.observe(true);
+            h.observe(false, true);
         }
         assert_eq!(h.evidence_needed(), MIN_EVIDENCE);
     }
@@ -162,7 +183,7 @@ mod tests {
     fn loss_raises_the_evidence_so_false_removals_stay_rare() {
         let mut h = Health::default();
         for i in 0..5000 {
-            h.observe(i % 5 != 0); // 20 % fail
+            h.observe(false, i % 5 != 0); // 20 % fail
         }
         let n = h.evidence_needed();
         assert!((8..=10).contains(&n), "{n} at {:.3}", h.loss());
@@ -173,10 +194,10 @@ mod tests {
     fn one_dead_members_first_failures_barely_move_the_estimate() {
         let mut h = Health::default();
         for _ in 0..1000 {
-            h.observe(true);
+            h.observe(false, true);
         }
-        h.observe(false);
-        h.observe(false);
+        h.observe(false, false);
+        h.observe(false, false);
         assert_eq!(h.evidence_needed_excluding(2), MIN_EVIDENCE);
     }
 

@@ -239,7 +239,7 @@ impl Core {
             m.state = Some(state);
             m.last_contact = Some(now);
         }
-        self.observed_alive(&from);
+        self.observed_alive(&from, super::detector::Observer::Fetch);
         if self.quorum_mode() {
             let sent = self.fetch_sent.get(&from).copied();
             self.quorum_on_state(&from, sent);

@@ -170,11 +170,11 @@ impl Core {
         match result {
             Ok(()) => {
                 self.health.rtt_sample(self.now.saturating_sub(sent));
-                self.observed_alive(addr);
+                self.observed_alive(addr, Observer::Ping);
             }
             Err(Failure::Timeout) => {
                 let misses = self.members.get(addr).map_or(0, |m| m.failures) + 1;
-                self.failed_observation(addr, Observer::Me, misses >= MISSES_TO_SUSPECT, out);
+                self.failed_observation(addr, Observer::Ping, misses >= MISSES_TO_SUSPECT, out);
             }
             // Refused, a bad answer or "leaving": a state fetch tells which, and acts.
             Err(_) => self.fetch(addr.to_string(), out),
