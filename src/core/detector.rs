@@ -91,11 +91,22 @@ impl Core {
             self.health.observe(by == Observer::Ping, false);
             m.counted += 1;
         }
+        let first = m.failures == 0;
         m.failures = m.failures.saturating_add(1);
         m.confirmed |= by == Observer::Helper;
         if m.suspect_since.is_none() && (suspect || by == Observer::Helper) {
             m.suspect_since = Some(now);
             self.probe(addr, out);
+        }
+        // One dead host fails alone; a lossy link of this node's fails with everyone.
+        if first && by != Observer::Helper {
+            let others = self
+                .members
+                .iter()
+                .any(|(a, m)| a != addr && m.failures > 0);
+            if others {
+                self.health.failures_with_several(now);
+            }
         }
         self.remove_if_proven(addr, out);
     }
@@ -106,6 +117,9 @@ impl Core {
         if let Some(m) = self.members.get_mut(addr) {
             if m.suspect_since.is_none() && m.failures == 0 && by != Observer::Helper {
                 self.health.observe(by == Observer::Ping, true);
+            }
+            if m.failures > 0 {
+                self.health.run_ended(m.failures);
             }
             m.suspect_since = None;
             m.failures = 0;

@@ -11,11 +11,18 @@
 //!   timeout, which TCP's retransmissions mostly fit in) and the leader watch's pings
 //!   (short timeouts, which a single retransmission can miss) fail at different rates
 //!   on the same lossy network, so each has its own estimate and the higher counts.
+//!   Failures also come in runs (a timed-out request takes its connection with it, and
+//!   the next one must open a new one, whose lost SYN costs a second): a third estimate
+//!   is the chance that a failure follows a failure, learned from runs that ended in a
+//!   success — so a dead member, whose run never ends, never skews it.
 //! * **Local health.** A node whose own timers fire late (an overloaded or throttled
 //!   machine) cannot tell others' slowness from its own. Its *health score* (Lifeguard's
 //!   LHM, 0 to [`MAX_HEALTH_SCORE`]) rises with each late wake-up and decays with each
 //!   punctual one; it multiplies this node's ping timeouts and adds to the evidence it
 //!   needs, so a slow node widens its own margins instead of accusing healthy peers.
+//!   Failures with two members at once raise it too (one dead host fails alone; a
+//!   lossy link of this node's fails with everyone), decaying by one every
+//!   [`PEER_SCORE_DECAY`] without such a failure.
 //! * **Adaptive timeouts.** Pings of the leader are timed from measured round trips
 //!   (smoothed RTT plus four deviations, as TCP does), never below
 //!   [`PING_TIMEOUT_FLOOR`] and never above the request timeout.
@@ -58,6 +65,14 @@ const PING_LOSS_WEIGHT: f64 = 0.02;
 /// next single loss count as strong evidence.
 const LOSS_FLOOR: f64 = 1e-3;
 
+/// The chance that a failure follows a failure, weight of one outcome (runs are rarer
+/// than observations: about the last 20).
+const RUN_WEIGHT: f64 = 0.05;
+
+/// The part of the health score that failures with several members raise loses one
+/// point this often.
+pub const PEER_SCORE_DECAY: Duration = Duration::from_secs(5);
+
 /// What this node has learned about the network and about itself.
 #[derive(Debug, Clone)]
 pub(super) struct Health {
@@ -65,8 +80,14 @@ pub(super) struct Health {
     loss: f64,
     /// Estimated share of the leader watch's pings that fail.
     ping_loss: f64,
-    /// Lifeguard's local health multiplier, 0 ..= [`MAX_HEALTH_SCORE`].
+    /// Estimated chance that an observation fails when the one before it failed.
+    after_failure: f64,
+    /// Lifeguard's local health multiplier from late wake-ups, 0 ..= [`MAX_HEALTH_SCORE`].
     score: u32,
+    /// The part raised by failures with several members at once, and when it last
+    /// rose or decayed.
+    peer_score: u32,
+    peer_score_at: Duration,
     /// Smoothed round-trip time of answered pings and its mean deviation, in seconds.
     srtt: Option<f64>,
     rttvar: f64,
@@ -77,7 +98,10 @@ impl Default for Health {
         Health {
             loss: LOSS_FLOOR,
             ping_loss: LOSS_FLOOR,
+            after_failure: LOSS_FLOOR,
             score: 0,
+            peer_score: 0,
+            peer_score_at: Duration::ZERO,
             srtt: None,
             rttvar: 0.0,
         }
@@ -95,6 +119,31 @@ impl Health {
             (&mut self.loss, LOSS_WEIGHT)
         };
         *estimate = (*estimate + weight * (x - *estimate)).max(LOSS_FLOOR);
+    }
+
+    /// A run of `failures` consecutive failed observations of one member ended with a
+    /// success: `failures - 1` failures followed a failure, then a success did.
+    pub(super) fn run_ended(&mut self, failures: u32) {
+        for followed in (0..failures).map(|i| i + 1 < failures) {
+            let x = if followed { 1.0 } else { 0.0 };
+            self.after_failure =
+                (self.after_failure + RUN_WEIGHT * (x - self.after_failure)).max(LOSS_FLOOR);
+        }
+    }
+
+    /// A failure with one member while another is failing too, at `now`.
+    pub(super) fn failures_with_several(&mut self, now: Duration) {
+        self.decay(now);
+        self.peer_score = (self.peer_score + 1).min(MAX_HEALTH_SCORE);
+        self.peer_score_at = now;
+    }
+
+    /// Let the peer part of the score decay up to `now`.
+    pub(super) fn decay(&mut self, now: Duration) {
+        while self.peer_score > 0 && now >= self.peer_score_at + PEER_SCORE_DECAY {
+            self.peer_score -= 1;
+            self.peer_score_at += PEER_SCORE_DECAY;
+        }
     }
 
     /// A round trip measured on an answered ping (RFC 6298's estimator).
@@ -139,9 +188,10 @@ impl Health {
         let own = f64::from(counted);
         let p = (self.loss - LOSS_WEIGHT * own)
             .max(self.ping_loss - PING_LOSS_WEIGHT * own)
+            .max(self.after_failure)
             .clamp(LOSS_FLOOR, 0.9);
         let n = (FALSE_REMOVAL_ODDS.ln() / p.ln()).ceil() as u32;
-        (n.max(MIN_EVIDENCE) + self.score).min(MAX_EVIDENCE)
+        (n.max(MIN_EVIDENCE) + self.score()).min(MAX_EVIDENCE)
     }
 
     /// Timeout for a ping of the leader: four deviations above the smoothed round trip,
@@ -152,17 +202,17 @@ impl Health {
             .map(|s| Duration::from_secs_f64(s + 4.0 * self.rttvar))
             .unwrap_or(PING_TIMEOUT_FLOOR)
             .max(PING_TIMEOUT_FLOOR);
-        (base * (1 + self.score)).min(cap.max(PING_TIMEOUT_FLOOR))
+        (base * (1 + self.score())).min(cap.max(PING_TIMEOUT_FLOOR))
     }
 
-    /// The failure-rate estimate that counts, the higher of the two (for `/diag/`).
+    /// The failure-rate estimate that counts, the highest of the three (for `/diag/`).
     pub(super) fn loss(&self) -> f64 {
-        self.loss.max(self.ping_loss)
+        self.loss.max(self.ping_loss).max(self.after_failure)
     }
 
-    /// The local health score (for `/diag/`).
+    /// The local health score: late wake-ups and failures with several members.
     pub(super) fn score(&self) -> u32 {
-        self.score
+        (self.score + self.peer_score).min(MAX_HEALTH_SCORE)
     }
 }
 
@@ -235,5 +285,34 @@ mod tests {
             h.rtt_sample(Duration::from_secs(3));
         }
         assert_eq!(h.ping_timeout(cap), cap);
+    }
+
+    #[test]
+    fn runs_of_failures_teach_how_often_a_failure_follows_a_failure() {
+        let mut h = Health::default();
+        for _ in 0..40 {
+            h.run_ended(3); // two of three failures followed a failure
+        }
+        assert!(h.loss() > 0.5, "{}", h.loss());
+        assert!(h.evidence_needed() >= 20, "{}", h.evidence_needed());
+    }
+
+    #[test]
+    fn failures_with_several_members_raise_the_score_until_quiet() {
+        let mut h = Health::default();
+        let s = Duration::from_secs;
+        h.failures_with_several(s(10));
+        h.failures_with_several(s(11));
+        assert_eq!(h.score(), 2);
+        h.decay(s(15));
+        assert_eq!(
+            h.score(),
+            2,
+            "decays a point per PEER_SCORE_DECAY after the last rise"
+        );
+        h.decay(s(16));
+        assert_eq!(h.score(), 1);
+        h.decay(s(30));
+        assert_eq!(h.score(), 0);
     }
 }

@@ -98,6 +98,7 @@ impl Core {
     /// At the start of every event: how late this node woke, for its health score.
     /// `timer` says the event is a tick or a wake-up (whose punctuality is known).
     pub(super) fn note_wake(&mut self, timer: bool) {
+        self.health.decay(self.now);
         if !self.watch_enabled() {
             return;
         }
