@@ -24,7 +24,7 @@ pub fn table(runs: &[ScaleResult]) -> String {
         let j = &a.join;
         let _ = writeln!(
             s,
-            "| {} | {:.1} ({}, {:.0}) | {} | {:.1} / {:.0} | {:.1} / {:.1} | {:.1} / {:.1} | {:.1} |",
+            "| {} | {:.1} ({}, {:.0}) | {} | {:.1} / {:.0}{} | {:.1} / {:.1} | {:.1} / {:.1} | {:.1} |",
             a.nodes,
             j.converge_rounds,
             j.converge_messages,
@@ -36,6 +36,11 @@ pub fn table(runs: &[ScaleResult]) -> String {
             },
             j.steady_messages_per_node_round,
             j.steady_bytes_per_node_round,
+            if j.steady_membership < 1.0 {
+                format!(" (joining: {:.0} % of members known)", 100.0 * j.steady_membership)
+            } else {
+                String::new()
+            },
             a.failover_rounds,
             b.failover_rounds,
             a.follower_detect_rounds,
@@ -96,13 +101,19 @@ pub fn write_svg(path: &Path, runs: &[ScaleResult]) -> anyhow::Result<()> {
         .fold(1.0, f64::max)
         * 1.2;
     panel(&left, "rounds", (0.5, max_r), max_n, runs, &rounds)?;
+    // Only true steady states: a join still in progress is not one.
     let bytes: [(&str, RGBColor, Pick); 1] =
         [("steady bytes per node per round", MAGENTA, |a, _| {
-            a.join.steady_bytes_per_node_round
+            if a.join.steady_membership >= 1.0 {
+                a.join.steady_bytes_per_node_round
+            } else {
+                f64::NAN
+            }
         })];
     let max_b = runs
         .iter()
-        .map(|r| r.join.steady_bytes_per_node_round)
+        .map(|r| bytes[0].2(r, r))
+        .filter(|v| v.is_finite())
         .fold(1000.0, f64::max)
         * 3.0;
     panel(&right, "bytes", (100.0, max_b), max_n, runs, &bytes)?;

@@ -166,3 +166,28 @@ fn hints_name_only_our_own_members_and_are_bounded() {
         "a stranger's word makes us contact only our members"
     );
 }
+
+#[test]
+fn a_state_with_our_own_members_digest_is_not_scanned() {
+    let (mut core, _) = joining(0);
+    recv(&mut core, ms(1), B, state(&[B, A], None, 2.0, 0));
+    // The digest says B lists exactly A and B (a hint: here it is wrong on purpose).
+    let mut s = state(&[B, A, "x:1"], None, 2.0, 0);
+    s.members_digest = core.members_digest();
+    s.revision = 3;
+    assert!(
+        !core.reads_members(B, &s),
+        "the simulator may drop the list"
+    );
+    let out = recv(&mut core, ms(2), B, s.clone());
+    assert!(
+        fetches(&out).is_empty(),
+        "same digest, nothing new: {out:?}"
+    );
+    // Without the digest (a Python peer), the list is read.
+    s.members_digest = 0;
+    s.revision = 4;
+    assert!(core.reads_members(B, &s));
+    let out = recv(&mut core, ms(3), B, s);
+    assert_eq!(fetches(&out), vec!["x:1"]);
+}
