@@ -23,7 +23,9 @@
 //!    members (all of them, or a rotating `fanout` of them plus the leader and suspects),
 //!    telling each its own address so the callee can fetch back and add it.
 //! 3. An address learned from someone's list, or from a caller, is added only once it has
-//!    answered a state fetch itself.
+//!    answered a state fetch itself. Learned addresses are fetched at most
+//!    [`LEARN_PER_ROUND`] a round (the leader a peer names at once), so a large cold
+//!    start does not cost N² fetches in one round (see `join`).
 //! 4. A refused connection or a broken answer removes a member at once. A timeout only
 //!    makes it *suspect*: other members are asked to probe it, any success clears the
 //!    suspicion, and only a suspicion older than `suspicion_timeout` removes it.
@@ -58,6 +60,7 @@
 mod detector;
 mod election;
 mod health;
+mod join;
 mod lease;
 mod membership;
 mod types;
@@ -73,6 +76,7 @@ use rand::SeedableRng;
 use crate::wire::{Diag, MemberInfo, PeerState};
 use health::Health;
 pub use health::{FALSE_REMOVAL_ODDS, MIN_EVIDENCE, PING_TIMEOUT_FLOOR};
+pub use join::{LEARN_PER_ROUND, MAX_REMOVED_LISTED};
 use lease::QuorumState;
 pub use lease::{CLOCK_RATE_BOUND, MAX_ALIASES, MAX_TERM_LEAD_SECS};
 use membership::{AnnounceLimit, Member, Tombstone};
@@ -141,6 +145,16 @@ pub struct Core {
     health: Health,
     /// The leader watch (see `watch`).
     watch: Watch,
+    /// Changes of this node's state so far in this life, published as `revision`
+    /// (starts at 1: 0 means "unknown" on the wire).
+    revision: u64,
+    /// Learned addresses this node may still fetch this round (see `join`).
+    learn_budget: usize,
+    /// Bumped whenever the seniority inputs of the member table change (see `election`).
+    seniority_epoch: u64,
+    nominee_cache: election::NomineeCache,
+    /// [`crate::wire::members_digest`] of this node and its members, kept up to date.
+    digest: u64,
 }
 
 impl Core {
@@ -155,6 +169,7 @@ impl Core {
     ) -> Self {
         let me = me.into();
         let others: Vec<String> = seeds.iter().filter(|s| **s != me).cloned().collect();
+        let digest = crate::wire::addr_hash(&me);
         let alone_by_design = others.is_empty();
         let mut quorum = QuorumState::default();
         if cfg.quorum >= 2 {
@@ -196,6 +211,11 @@ impl Core {
             aliases: HashSet::new(),
             health: Health::default(),
             watch: Watch::default(),
+            revision: 1,
+            learn_budget: LEARN_PER_ROUND,
+            seniority_epoch: 0,
+            nominee_cache: Default::default(),
+            digest,
         }
     }
 
@@ -222,6 +242,11 @@ impl Core {
     /// Addresses of the current members, in the order they were added (without this node).
     pub fn members(&self) -> impl Iterator<Item = &str> {
         self.members.keys().map(String::as_str)
+    }
+
+    /// [`crate::wire::members_digest`] of this node and its members, as published.
+    pub fn members_digest(&self) -> u64 {
+        self.digest
     }
 
     /// Number of members, this node excluded.
@@ -290,6 +315,9 @@ impl Core {
             name: self.cfg.name.clone(),
             version: Some(concat!("les/", env!("CARGO_PKG_VERSION")).to_string()),
             cluster: self.cfg.cluster.clone(),
+            revision: self.revision,
+            removed: self.removed_listed(),
+            members_digest: self.digest,
         }
     }
 
@@ -408,6 +436,7 @@ impl Core {
             .iter()
             .any(|a| matches!(a, Action::MemberAdded { .. } | Action::MemberRemoved { .. }));
         if membership_changed || self.fingerprint() != before {
+            self.revision = self.revision.wrapping_add(1).max(1);
             out.push(Action::StateChanged);
         }
         out
@@ -415,13 +444,16 @@ impl Core {
 
     /// Everything in [`Core::state`] except the member list (whose changes are seen
     /// through `MemberAdded`/`MemberRemoved`), cheap to compare on every event.
-    fn fingerprint(&self) -> (Option<String>, u64, bool, bool, u64) {
+    /// The tombstone count stands for `removed`: tombstones appear with a removal and
+    /// go when they expire.
+    fn fingerprint(&self) -> (Option<String>, u64, bool, bool, u64, usize) {
         (
             self.leader.clone(),
             self.term,
             self.eligible(),
             self.leaving,
             self.start_time.to_bits(),
+            self.tombstones.len(),
         )
     }
 }

@@ -51,6 +51,37 @@ pub struct PeerState {
     /// nodes. Nodes only merge with nodes of their own cluster.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<String>,
+    /// How many times this node's state has changed in its current life (same
+    /// `start_time`): a peer holding a copy with the same revision and start time may
+    /// skip comparing the member lists. A hint, never trusted for membership or the
+    /// election. Absent (0, "unknown") from Python nodes.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub revision: u64,
+    /// Members this node removed recently (its tombstones, a bounded few): a peer that
+    /// still holds one checks it itself. Hearsay that only prompts a check, never a
+    /// removal. Absent (empty) from Python nodes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub removed: Vec<String>,
+    /// [`members_digest`] of `members`: a peer whose own list has the same digest
+    /// knows the same nodes and need not read the list. A hint, like `revision`.
+    /// Absent (0) from Python nodes.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub members_digest: u64,
+}
+
+/// An order-independent digest of a set of addresses: the wrapping sum of each one's
+/// FNV-1a hash. Kept up to date in O(1) per change, compared in O(1); never 0 for a
+/// non-empty set in practice (0 means "absent").
+pub fn members_digest<'a>(addrs: impl IntoIterator<Item = &'a str>) -> u64 {
+    addrs.into_iter().map(addr_hash).fold(0, u64::wrapping_add)
+}
+
+/// FNV-1a, 64 bits, of one address: stable across versions and platforms, as the
+/// digest is compared between nodes.
+pub fn addr_hash(addr: &str) -> u64 {
+    addr.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 fn yes() -> bool {
@@ -59,6 +90,10 @@ fn yes() -> bool {
 
 fn is_false(b: &bool) -> bool {
     !*b
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 fn ser_leader<S: Serializer>(leader: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
@@ -108,8 +143,10 @@ impl PeerState {
         if !self.start_time.is_finite() || self.start_time < 0.0 {
             return Err(InvalidState::StartTime(self.start_time));
         }
-        if self.members.len() > MAX_MEMBERS {
-            return Err(InvalidState::TooManyMembers(self.members.len()));
+        if self.members.len() > MAX_MEMBERS || self.removed.len() > MAX_MEMBERS {
+            return Err(InvalidState::TooManyMembers(
+                self.members.len().max(self.removed.len()),
+            ));
         }
         let bad = |field, addr: &String, why| InvalidState::Address {
             field,
@@ -118,6 +155,9 @@ impl PeerState {
         };
         for m in &self.members {
             check_addr(m).map_err(|why| bad("members", m, why))?;
+        }
+        for m in &self.removed {
+            check_addr(m).map_err(|why| bad("removed", m, why))?;
         }
         if let Some(l) = &self.leader {
             check_addr(l).map_err(|why| bad("leader", l, why))?;
@@ -218,11 +258,11 @@ pub struct MemberInfo {
     pub suspect: bool,
     /// Consecutive failed observations of it (timeouts, helpers' failed probes) since
     /// its last success (les extension).
-    #[serde(default, skip_serializing_if = "is_zero")]
+    #[serde(default, skip_serializing_if = "is_zero_u32")]
     pub failures: u32,
 }
 
-fn is_zero(n: &u32) -> bool {
+fn is_zero_u32(n: &u32) -> bool {
     *n == 0
 }
 
@@ -312,6 +352,9 @@ mod tests {
             name: None,
             version: None,
             cluster: None,
+            revision: 0,
+            removed: vec![],
+            members_digest: 0,
         };
         let json = serde_json::to_value(&s).unwrap();
         assert_eq!(json["leader"], serde_json::Value::Bool(false));
@@ -378,6 +421,9 @@ mod roundtrip_tests {
                 name: None,
                 version: None,
                 cluster: None,
+                revision: 0,
+                removed: vec![],
+                members_digest: 0,
             };
             let back = PeerState::from_json(&serde_json::to_vec(&s).unwrap()).unwrap();
             assert_eq!(

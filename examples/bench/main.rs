@@ -27,6 +27,7 @@ mod netruns;
 mod partition;
 mod report;
 mod scale;
+mod scale_report;
 mod stats;
 mod vanish;
 
@@ -363,10 +364,8 @@ fn main() -> anyhow::Result<()> {
     }
     let mut scale_runs = Vec::new();
     for &n in args.sim_nodes.iter().filter(|n| **n > 0) {
-        for kind in [scale::CrashKind::Refused, scale::CrashKind::Silent] {
-            eprintln!("simulating {n} nodes, crash: {kind:?}");
-            scale_runs.push(scale::run(n, kind, 42));
-        }
+        eprintln!("simulating {n} nodes");
+        scale_runs.extend(scale::run(n, 42));
     }
     let mut loss_runs = Vec::new();
     for &n in args.loss_nodes.iter().filter(|n| **n > 0) {
@@ -378,7 +377,7 @@ fn main() -> anyhow::Result<()> {
         loss_runs.push(scale::lossy(n, args.loss, args.loss_seconds, 7));
     }
     let bin = if args.sim_only {
-        PathBuf::new()
+        return sim_only(&args, &scale_runs, &loss_runs);
     } else {
         les_binary(&args)?
     };
@@ -442,6 +441,29 @@ fn main() -> anyhow::Result<()> {
         }),
     )?;
     Ok(())
+}
+
+/// `--sim-only`: print the scale table; write only its section, its plot and the JSON.
+fn sim_only(
+    args: &Args,
+    runs: &[scale::ScaleResult],
+    loss: &[scale::LossRun],
+) -> anyhow::Result<()> {
+    println!("{}", scale_report::table(runs));
+    for l in loss {
+        println!("{}", serde_json::to_string(l)?);
+    }
+    if !args.no_write {
+        let svg = std::path::Path::new("benchmarks/scale.svg");
+        scale_report::write_markdown(&args.out, svg, &command_line(), runs)?;
+        scale_report::write_svg(svg, runs)?;
+        eprintln!("wrote {} and {}", args.out.display(), svg.display());
+    }
+    write_json(
+        args,
+        "scale",
+        &serde_json::json!({ "scale": runs, "loss": loss }),
+    )
 }
 
 /// With `--json PATH`: write `figures` there, pretty-printed, as `{"<part>": …}`. The

@@ -135,12 +135,7 @@ impl Core {
         1 + self
             .members
             .values()
-            .filter(|m| {
-                fresh(m.last_contact)
-                    && m.state
-                        .as_ref()
-                        .is_some_and(|s| s.members.contains(&self.me))
-            })
+            .filter(|m| fresh(m.last_contact) && m.state.is_some() && m.lists_me)
             .count()
     }
 

@@ -8,19 +8,19 @@ use std::time::Duration;
 
 use rand::Rng;
 
-use super::{Action, Core, RemoveReason};
-use crate::wire::PeerState;
+use super::{Action, Core, RemoveReason, LEARN_PER_ROUND};
+use crate::wire::{addr_hash, PeerState};
 
 #[derive(Debug, Clone)]
 pub(super) struct Member {
-    /// Last state received from the member itself.
+    /// Last state received from the member itself, without its member list.
     pub(super) state: Option<PeerState>,
+    /// Whether that state's member list named this node.
+    pub(super) lists_me: bool,
     /// Time of the last successful fetch.
     pub(super) last_contact: Option<Duration>,
     /// Set by a timeout, cleared by any success.
     pub(super) suspect_since: Option<Duration>,
-    /// When it became a member.
-    pub(super) added_at: Duration,
     /// Quorum mode: when this node sent the fetch whose answer last confirmed it as
     /// leader with its current term (cleared by an answer that does not).
     pub(super) confirmed_at: Option<Duration>,
@@ -43,15 +43,11 @@ pub(super) struct Tombstone {
     pub(super) timed_out: bool,
 }
 
-/// Upper bound on fetches to not-yet-members outstanding at once, so a long member list
-/// from a peer cannot make us open thousands of connections in one go.
-const MAX_JOIN_FETCHES: usize = 64;
-
 /// Most fetch-backs of announced non-members (callers of `GET /state/{addr}` that are
 /// not members) outstanding at once. Anyone can announce any address, so without a
 /// bound an outsider could make this node open connections to as many addresses as it
 /// likes. A real join costs one fetch-back per joining node, answered within a round
-/// trip. 64, the same as `MAX_JOIN_FETCHES` for addresses learned from lists, lets a
+/// trip. 64, the same as `join::LEARN_PER_ROUND` for addresses learned from lists, lets a
 /// cold start of 65 nodes, each announcing itself to every other at once, go through
 /// without a drop (the simulator's 50-node scenario does exactly that); outside a cold
 /// start a cluster sees a join or two at a time. A caller whose announcement is dropped
@@ -111,6 +107,7 @@ impl Core {
         self.last_tick = Some(now);
         self.wall_ref = Some((now, wall));
         self.tombstones.retain(|_, t| t.until > now);
+        self.learn_budget = LEARN_PER_ROUND;
 
         self.review_suspects(out);
 
@@ -197,45 +194,46 @@ impl Core {
         if !self.quorum_mode() {
             self.term = self.term.max(state.term);
         }
-        // Hints: a peer whose list lacks a member we have known long enough for it to
-        // have learned may have seen that member fail. Check it directly now rather than
-        // when our rotation reaches it: failures spread epidemically, while removal still
-        // only ever follows our own failed contact, never hearsay.
-        let hints: Vec<String> = {
-            let theirs: HashSet<&str> = state.members.iter().map(String::as_str).collect();
-            self.members
-                .iter()
-                .filter(|(a, m)| {
-                    **a != from
-                        && !theirs.contains(a.as_str())
-                        && now.saturating_sub(m.added_at) >= self.cfg.suspicion_timeout
-                })
-                .map(|(a, _)| a.clone())
-                .collect()
+        // Hints: members the peer removed and we still hold (see `join`).
+        let unchanged = self.unchanged(&from, &state);
+        let hints = if unchanged {
+            Vec::new()
+        } else {
+            self.removed_by(&from, &state)
         };
-        let learned: Vec<String> = state
-            .members
-            .iter()
-            .filter(|a| **a != self.me && !self.members.contains_key(*a) && **a != from)
-            .cloned()
-            .collect();
         if !self.members.contains_key(&from) {
             self.members.insert(
                 from.clone(),
                 Member {
                     state: None,
+                    lists_me: false,
                     last_contact: None,
                     suspect_since: None,
-                    added_at: now,
                     confirmed_at: None,
                     failures: 0,
                     confirmed: false,
                     counted: 0,
                 },
             );
+            self.digest = self.digest.wrapping_add(addr_hash(&from));
             out.push(Action::MemberAdded { addr: from.clone() });
         }
+        self.learn(&from, &state, unchanged, out);
+        // Only quorum mode reads it, and it costs a scan of the list.
+        let lists_me = match self.members.get(&from) {
+            Some(m) if unchanged => m.lists_me,
+            _ if self.same_members(&state) => true,
+            _ => self.quorum_mode() && state.members.contains(&self.me),
+        };
+        let seniority = |s: &PeerState| (s.start_time.to_bits(), s.eligible, s.leaving);
+        let held = self.members.get(&from).and_then(|m| m.state.as_ref());
+        if held.map(seniority) != Some(seniority(&state)) {
+            self.seniority_epoch += 1;
+        }
+        let mut state = state;
+        state.members = Vec::new(); // kept without its list (see `join`)
         if let Some(m) = self.members.get_mut(&from) {
+            m.lists_me = lists_me;
             m.state = Some(state);
             m.last_contact = Some(now);
         }
@@ -243,12 +241,6 @@ impl Core {
         if self.quorum_mode() {
             let sent = self.fetch_sent.get(&from).copied();
             self.quorum_on_state(&from, sent);
-        }
-        for addr in learned {
-            if self.in_flight.len() >= MAX_JOIN_FETCHES + self.members.len() {
-                break;
-            }
-            self.fetch(addr, out);
         }
         for addr in hints {
             if !self.in_flight.contains(&addr) {
@@ -350,6 +342,8 @@ impl Core {
         out: &mut Vec<Action>,
     ) {
         if let Some(member) = self.members.shift_remove(addr) {
+            self.seniority_epoch += 1;
+            self.digest = self.digest.wrapping_sub(addr_hash(addr));
             let start_time = seen.or_else(|| member.state.map(|s| s.start_time));
             self.tombstones.insert(
                 addr.to_string(),

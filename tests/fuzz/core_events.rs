@@ -78,6 +78,9 @@ fn peer_state() -> impl Strategy<Value = PeerState> {
                 name: None,
                 version: None,
                 cluster: None,
+                revision: 0,
+                removed: vec![],
+                members_digest: 0,
             },
         )
 }
@@ -500,6 +503,9 @@ fn the_end_of_a_cooldown_is_published() {
         name: None,
         version: None,
         cluster: None,
+        revision: 0,
+        removed: vec![],
+        members_digest: 0,
     };
     core.handle(
         ms(1),
@@ -539,6 +545,9 @@ fn a_leaving_node_does_not_probe() {
             name: None,
             version: None,
             cluster: None,
+            revision: 0,
+            removed: vec![],
+            members_digest: 0,
         };
         core.handle(
             ms(1),
