@@ -363,7 +363,7 @@ impl Core {
             self.cooldown_until = None;
         }
         let leader_before = self.leader.clone();
-        self.note_wake(matches!(event, Event::Tick { .. } | Event::Wake));
+        self.note_wake(matches!(event, Event::Wake));
         self.check_lease(&mut out);
         self.check_resumed(&mut out);
         match event {

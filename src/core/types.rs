@@ -38,9 +38,9 @@ pub struct CoreConfig {
     pub lease: Duration,
     /// The leader watch: a follower among the watchers pings its leader this often,
     /// with an adaptive timeout, so a vanished leader host is replaced in well under a
-    /// second (see `watch`). The core then also asks for a [`Event::Wake`] this often,
-    /// and a gap of more than `watch_interval + PING_TIMEOUT_FLOOR` between two events
-    /// counts as a pause (peers can remove a node that fast). `ZERO`: no watch (the
+    /// second (see `watch`). A leader then also asks for an [`Event::Wake`] this often,
+    /// and a gap of more than `watch_interval + PING_TIMEOUT_FLOOR` between two of its
+    /// events counts as a pause (its watchers can remove it that fast). `ZERO`: no watch (the
     /// default here, and the behaviour of Python nodes); the daemon's default is 250 ms.
     pub watch_interval: Duration,
     /// The runtime's request timeout: the longest a ping may be given.

@@ -15,11 +15,14 @@
 //! followers do (the likely successors), and the rest learn from them through the
 //! usual hints, as before.
 //!
-//! Because peers may now remove a silent node this fast, a node must notice a pause of
-//! its own that fast too (rule 7): with the watch on, the core asks to be woken every
-//! `watch_interval`, and a gap of more than `watch_interval + PING_TIMEOUT_FLOOR`
-//! between two events counts as a pause. The same gaps feed the local health score:
-//! a node whose wake-ups come late is slow itself and widens its own timeouts.
+//! Because peers may now remove a silent leader this fast, a leader must notice a pause
+//! of its own that fast too (rule 7): with the watch on, a leader asks to be woken
+//! every `watch_interval`, and a gap of more than `watch_interval + PING_TIMEOUT_FLOOR`
+//! between two of its events counts as a pause. (Followers are not watched: removing
+//! one takes a state fetch's timeout and more, so they keep the classic threshold and
+//! do not wake between their rounds unless they ping.) How late the wake-ups a node
+//! asked for come feeds its health score: a node whose timers fire late is slow itself
+//! and widens its own timeouts.
 
 use std::time::Duration;
 
@@ -45,6 +48,8 @@ pub(super) struct Watch {
     next_at: Option<Duration>,
     /// When the core last handled an event.
     pub(super) last_event: Option<Duration>,
+    /// The wake-up the core asked for after its last event, if any.
+    expected_wake: Option<Duration>,
 }
 
 impl Core {
@@ -60,7 +65,7 @@ impl Core {
     }
 
     pub(super) fn pause_threshold(&self) -> Duration {
-        if self.watch_enabled() {
+        if self.watch_enabled() && self.leader.as_deref() == Some(self.me.as_str()) {
             self.cfg
                 .pause_threshold
                 .min(self.cfg.watch_interval + PING_TIMEOUT_FLOOR)
@@ -83,7 +88,13 @@ impl Core {
         if !self.watch_enabled() || self.leaving {
             return None;
         }
-        let beat = self.watch.last_event.map(|t| t + self.cfg.watch_interval);
+        // Only a leader is watched, so only a leader must notice a pause that fast.
+        let leading = self.leader.as_deref() == Some(self.me.as_str());
+        let beat = self
+            .watch
+            .last_event
+            .filter(|_| leading)
+            .map(|t| t + self.cfg.watch_interval);
         // The next ping, if one is due later (one due now went out with the last event).
         let ping = self
             .watch
@@ -96,21 +107,15 @@ impl Core {
     }
 
     /// At the start of every event: how late this node woke, for its health score.
-    /// `timer` says the event is a tick or a wake-up (whose punctuality is known).
-    pub(super) fn note_wake(&mut self, timer: bool) {
+    /// `wake` says the event is the wake-up the core asked for.
+    pub(super) fn note_wake(&mut self, wake: bool) {
         self.health.decay(self.now);
-        if !self.watch_enabled() {
+        if !self.watch_enabled() || !wake {
             return;
         }
-        if let Some(last) = self.watch.last_event {
-            let late = self
-                .now
-                .saturating_sub(last)
-                .saturating_sub(self.cfg.watch_interval);
-            let tolerance = self.cfg.watch_interval / 2;
-            if late > tolerance || timer {
-                self.health.wake_lateness(late, tolerance);
-            }
+        if let Some(expected) = self.watch.expected_wake {
+            let late = self.now.saturating_sub(expected);
+            self.health.wake_lateness(late, self.cfg.watch_interval / 2);
         }
     }
 
@@ -133,9 +138,15 @@ impl Core {
         (senior <= WATCHERS).then_some(leader)
     }
 
-    /// At the end of every event: ping the watched leader if a ping is due.
+    /// At the end of every event: ping the watched leader if a ping is due, and note
+    /// when the core wants to be woken next.
     pub(super) fn run_watch(&mut self, out: &mut Vec<Action>) {
         self.watch.last_event = Some(self.now);
+        self.send_ping(out);
+        self.watch.expected_wake = self.watch_deadline();
+    }
+
+    fn send_ping(&mut self, out: &mut Vec<Action>) {
         let Some(leader) = self.watching().map(str::to_string) else {
             return;
         };

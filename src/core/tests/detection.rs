@@ -259,35 +259,70 @@ fn with_loss_removal_needs_more_evidence() {
     assert!(gone);
 }
 
-#[test]
-fn a_late_wake_up_widens_this_nodes_own_timeouts() {
-    let mut c = watcher(C);
-    run_watch(&mut c, ms(1000), ms(1), |_| Ok(()));
-    let calm = c.diag(ms(1000)).detector.expect("detector");
-    // Three wake-ups, each 150 ms late (more than half the interval).
-    let mut t = ms(1000);
-    for _ in 0..3 {
-        t = c.next_deadline().expect("a deadline") + ms(150);
-        wake(&mut c, t);
-    }
-    let slow = c.diag(t).detector.expect("detector");
-    assert_eq!(slow.health_score, calm.health_score + 3);
-    assert!(slow.ping_timeout_ms > calm.ping_timeout_ms);
-    assert!(slow.evidence_needed > calm.evidence_needed);
+/// A (start time 10) leading B (20) and C (30), watch on.
+fn watched_leader() -> Core {
+    let cfg = CoreConfig {
+        watch_interval: WATCH,
+        ..CoreConfig::default()
+    };
+    let mut a = Core::new(cfg, A, 10.0, &seeds(&[A, B, C]), 7);
+    tick(&mut a, ms(0));
+    let (b, c) = (
+        state(&[B, A, C], Some(A), 20.0, 1),
+        state(&[C, A, B], Some(A), 30.0, 1),
+    );
+    recv(&mut a, ms(1), B, b.clone());
+    recv(&mut a, ms(2), C, c.clone());
+    settle(&mut a, ms(3), &[(B, b), (C, c)]);
+    assert_eq!(a.leader(), Some(A));
+    a
 }
 
 #[test]
-fn with_the_watch_a_gap_longer_than_the_fastest_removal_is_a_pause() {
-    let mut c = watcher(C);
-    run_watch(&mut c, ms(1000), ms(1), |_| Ok(()));
-    let before = c.start_time();
+fn a_late_wake_up_widens_this_nodes_own_timeouts() {
+    let mut a = watched_leader();
+    let calm = a.diag(ms(3)).detector.expect("detector");
+    // Three wake-ups, each 150 ms later than asked for (more than half the interval).
+    let mut t = ms(3);
+    for _ in 0..3 {
+        t = a
+            .next_deadline()
+            .expect("a leader wakes every watch interval")
+            + ms(150);
+        wake(&mut a, t);
+    }
+    let slow = a.diag(t).detector.expect("detector");
+    assert_eq!(slow.health_score, calm.health_score + 3);
+    assert!(slow.ping_timeout_ms > calm.ping_timeout_ms);
+    assert!(slow.evidence_needed > calm.evidence_needed);
+    // Punctual ones bring it back down.
+    for _ in 0..3 {
+        t = a.next_deadline().expect("a deadline");
+        wake(&mut a, t);
+    }
+    assert_eq!(
+        a.diag(t).detector.expect("detector").health_score,
+        calm.health_score
+    );
+}
+
+#[test]
+fn with_the_watch_a_leaders_gap_longer_than_the_fastest_removal_is_a_pause() {
+    let mut a = watched_leader();
+    let before = a.start_time();
     // A wake-up 150 ms late is within the threshold: not a pause.
-    let late = c.next_deadline().expect("a deadline") + ms(150);
-    wake(&mut c, late);
-    assert_eq!(c.start_time(), before);
-    // Frozen for 600 ms: peers watching this node may have removed it meanwhile.
-    let out = wake(&mut c, late + ms(600));
-    assert!(c.start_time() > before, "{out:?}");
+    let late = a.next_deadline().expect("a deadline") + ms(150);
+    wake(&mut a, late);
+    assert_eq!(a.start_time(), before);
+    // Frozen for 600 ms: its watchers may have removed it meanwhile.
+    let out = wake(&mut a, late + ms(600));
+    assert!(a.start_time() > before, "{out:?}");
+    // A follower keeps the classic threshold: it is not watched.
+    let mut c = watcher(C);
+    let before = c.start_time();
+    tick(&mut c, ms(1000));
+    tick(&mut c, ms(2000));
+    assert_eq!(c.start_time(), before, "ticks a round apart are no pause");
 }
 
 #[test]
