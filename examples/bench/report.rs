@@ -98,13 +98,14 @@ pub fn tables(r: &Results) -> String {
     for l in &r.loss {
         let _ = writeln!(
             s,
-            "\nSimulated {} nodes for {} s ({} rounds) with {:.0}% of requests lost: {} messages, **{} spurious leader changes**.",
+            "\nSimulated {} nodes for {} s ({} rounds) with {:.0}% of requests lost: {} messages, **{} spurious leader changes**, **{} live members removed**.",
             l.nodes,
             l.simulated_seconds,
             l.simulated_seconds * 1000 / 1000,
             l.loss * 100.0,
             l.messages,
-            l.spurious_changes
+            l.spurious_changes,
+            l.removals
         );
     }
     if let Some(l) = &r.load {

@@ -138,6 +138,8 @@ struct Net {
     loss: f64,
     /// Leader changes seen, all nodes together.
     changes: u64,
+    /// Members removed, all nodes together.
+    removals: u64,
 }
 
 impl Net {
@@ -254,6 +256,7 @@ impl Net {
                     let hop = self.hop();
                     self.push(self.now + hop, Ev::Leave { to: j, from });
                 }
+                Action::MemberRemoved { .. } => self.removals += 1,
                 Action::LeaderChanged(c) => {
                     self.changes += 1;
                     self.leader[i] = c.current.as_ref().map(|l| self.index[l]);
@@ -421,6 +424,7 @@ fn cluster(n: usize, crash: CrashKind, loss: f64, seed: u64) -> (Net, Vec<String
         crash,
         loss,
         changes: 0,
+        removals: 0,
     };
     for i in 0..n {
         let phase = net.rng.random_range(0..INTERVAL_MS);
@@ -437,12 +441,14 @@ pub struct LossRun {
     pub simulated_seconds: u64,
     pub messages: u64,
     pub spurious_changes: u64,
+    /// Live members removed after the first agreement (every node is alive throughout).
+    pub removals: u64,
 }
 
 pub fn lossy(n: usize, loss: f64, seconds: u64, seed: u64) -> LossRun {
     let (mut net, _) = cluster(n, CrashKind::Refused, loss, seed);
     net.run_until(600 * INTERVAL_MS, |net| net.all_follow(0));
-    let (c0, m0) = (net.changes, net.messages);
+    let (c0, m0, r0) = (net.changes, net.messages, net.removals);
     net.run_until(seconds * 1000, |_| false);
     LossRun {
         nodes: n,
@@ -450,6 +456,7 @@ pub fn lossy(n: usize, loss: f64, seconds: u64, seed: u64) -> LossRun {
         simulated_seconds: seconds,
         messages: net.messages - m0,
         spurious_changes: net.changes - c0,
+        removals: net.removals - r0,
     }
 }
 
