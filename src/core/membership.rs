@@ -243,6 +243,12 @@ impl Core {
             self.quorum_on_state(&from, sent);
         }
         for addr in hints {
+            // A peer that removed a member we suspect is an independent confirmation
+            // (Lifeguard): it shortens our suspicion, but removal still takes our own
+            // failed observations.
+            if let Some(m) = self.members.get_mut(&addr) {
+                m.confirmed |= m.suspect_since.is_some();
+            }
             if !self.in_flight.contains(&addr) {
                 self.fetch(addr, out);
             }

@@ -357,3 +357,28 @@ fn in_a_large_cluster_only_the_most_senior_followers_watch() {
     }
     assert_eq!(watchers, WATCHERS, "n1 ..= n8, the followers next in line");
 }
+
+#[test]
+fn a_peer_that_removed_a_suspect_confirms_the_suspicion() {
+    let mut b = node(B, 20.0, &[A, B, C]);
+    tick(&mut b, ms(0));
+    recv(&mut b, ms(1), A, state(&[A, B, C], Some(A), 10.0, 1));
+    recv(&mut b, ms(2), C, state(&[C, A, B], Some(A), 30.0, 1));
+    // Three timeouts of C; A never answers the probes.
+    for t in [100, 200, 300] {
+        assert!(removed(&fail(&mut b, ms(t), C, Failure::Timeout)).is_empty());
+    }
+    let out = tick(&mut b, ms(1000));
+    assert!(
+        removed(&out).is_empty(),
+        "no confirmation, within the suspicion timeout"
+    );
+    // A says it removed C: that is a confirmation, though not a failure of ours.
+    let mut a = state(&[A, B], Some(A), 10.0, 1);
+    a.revision = 2;
+    a.removed = vec![C.to_string()];
+    recv(&mut b, ms(1100), A, a);
+    assert!(b.is_member(C), "hearsay alone removes nobody");
+    let out = tick(&mut b, ms(2000));
+    assert_eq!(removed(&out), vec![(C, RemoveReason::Timeout)]);
+}
