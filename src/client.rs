@@ -243,10 +243,8 @@ impl<N: Network> PeerClient<N> {
         match self
             .request_with(Method::GET, via, &path, None, within)
             .await
-            .and_then(|r| match r {
-                Reply::Body(_) => Ok(()),
-                Reply::NotModified => Err(ContactError::Status(StatusCode::NOT_MODIFIED)),
-            }) {
+            .and_then(Reply::into_body)
+        {
             Ok(_) => Ok(true),
             Err(ContactError::Status(StatusCode::SERVICE_UNAVAILABLE)) => Ok(false),
             Err(e) => Err(e),
@@ -270,10 +268,9 @@ impl<N: Network> PeerClient<N> {
     /// same deadline, so a dead peer shows as refused (strong) rather than as a broken
     /// exchange (weak).
     async fn request(&self, method: Method, addr: &str, path: &str) -> Result<Bytes, ContactError> {
-        match self.request_with(method, addr, path, None, None).await? {
-            Reply::Body(body) => Ok(body),
-            Reply::NotModified => Err(ContactError::Status(StatusCode::NOT_MODIFIED)),
-        }
+        self.request_with(method, addr, path, None, None)
+            .await
+            .and_then(Reply::into_body)
     }
 
     /// [`PeerClient::request`], with an `If-None-Match` header if `etag` is set and a
@@ -407,6 +404,17 @@ enum Reply {
     Body(Bytes),
     /// `304`: the copy whose etag we sent is current.
     NotModified,
+}
+
+impl Reply {
+    /// The body of an answer to a request that sent no etag, for which a `304` is an
+    /// error.
+    fn into_body(self) -> Result<Bytes, ContactError> {
+        match self {
+            Reply::Body(body) => Ok(body),
+            Reply::NotModified => Err(ContactError::Status(StatusCode::NOT_MODIFIED)),
+        }
+    }
 }
 
 /// Most peer states kept for `If-None-Match` (one per address contacted); past it the

@@ -60,11 +60,7 @@ impl Core {
     /// The gap between two events (or ticks, without the watch) that means this node
     /// was paused long enough for its peers to remove it. The runtime stops serving
     /// this node's state when its loop has not run for that long (see `api`).
-    pub fn pause_after(&self) -> Duration {
-        self.pause_threshold()
-    }
-
-    pub(super) fn pause_threshold(&self) -> Duration {
+    pub fn pause_threshold(&self) -> Duration {
         if self.watch_enabled() && self.leader.as_deref() == Some(self.me.as_str()) {
             self.cfg
                 .pause_threshold

@@ -310,7 +310,7 @@ impl<N: Network> Protocol<N> {
             self.apply(Event::VoteServed { to, at });
         }
         self.apply(event);
-        let alive = (self.timebase.now(), self.core.pause_after());
+        let alive = (self.timebase.now(), self.core.pause_threshold());
         self.published.lock().alive = Some(alive);
     }
 
@@ -428,60 +428,62 @@ impl<N: Network> Protocol<N> {
         p.members = state.members;
     }
 
-    fn spawn_fetch(&self, addr: String) {
+    /// Run one request to peers on the tracker, unless the loop stops first, and hand
+    /// its outcome (if it has one) back to the loop.
+    fn spawn_request<F, Fut>(&self, request: F)
+    where
+        F: FnOnce(PeerClient<N>) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Option<Outcome>> + Send + 'static,
+    {
         let client = self.client.clone();
         let tx = self.results_tx.clone();
-        let me = self.me.clone();
         let stop = self.requests_stop.clone();
         self.tracker.spawn(async move {
             let outcome = tokio::select! {
                 biased;
                 _ = stop.cancelled() => return,
-                r = client.fetch_state(&addr, &me) => match r {
-                    Ok(state) => Outcome::State { from: addr, state },
-                    Err(error) => Outcome::Failed { addr, error },
-                },
+                outcome = request(client) => outcome,
             };
-            let _ = tx.send(outcome);
+            if let Some(outcome) = outcome {
+                let _ = tx.send(outcome);
+            }
+        });
+    }
+
+    fn spawn_fetch(&self, addr: String) {
+        let me = self.me.clone();
+        self.spawn_request(move |client| async move {
+            Some(match client.fetch_state(&addr, &me).await {
+                Ok(state) => Outcome::State { from: addr, state },
+                Err(error) => Outcome::Failed { addr, error },
+            })
         });
     }
 
     /// Ask `via` about `target`. A helper that cannot be asked says nothing about the
     /// target: no answer goes to the core then.
     fn spawn_probe(&self, target: String, via: String, timeout: Duration) {
-        let client = self.client.clone();
-        let tx = self.results_tx.clone();
-        let stop = self.requests_stop.clone();
         let within = self.timebase.real(timeout);
-        self.tracker.spawn(async move {
-            let reachable = tokio::select! {
-                biased;
-                _ = stop.cancelled() => return,
-                r = client.probe(&via, &target, Some(within)) => match r {
-                    Ok(reachable) => reachable,
-                    Err(e) => {
-                        tracing::debug!(helper = %via, error = %e, "probe not answered");
-                        return;
-                    }
-                },
-            };
-            let _ = tx.send(Outcome::Probe { target, reachable });
+        self.spawn_request(move |client| async move {
+            match client.probe(&via, &target, Some(within)).await {
+                Ok(reachable) => Some(Outcome::Probe { target, reachable }),
+                Err(e) => {
+                    tracing::debug!(helper = %via, error = %e, "probe not answered");
+                    None
+                }
+            }
         });
     }
 
     /// The leader watch's ping of `addr`, given `timeout`.
     fn spawn_ping(&self, addr: String, timeout: Duration) {
-        let client = self.client.clone();
-        let tx = self.results_tx.clone();
-        let stop = self.requests_stop.clone();
         let within = self.timebase.real(timeout);
-        self.tracker.spawn(async move {
-            let result = tokio::select! {
-                biased;
-                _ = stop.cancelled() => return,
-                r = client.ping_within(&addr, within) => r.map_err(|e| e.failure()),
-            };
-            let _ = tx.send(Outcome::Ping { addr, result });
+        self.spawn_request(move |client| async move {
+            let result = client.ping_within(&addr, within).await;
+            Some(Outcome::Ping {
+                addr,
+                result: result.map_err(|e| e.failure()),
+            })
         });
     }
 }
