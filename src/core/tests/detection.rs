@@ -27,6 +27,15 @@ fn watcher(me: &str) -> Core {
     core
 }
 
+/// B (start time 20, watch off) following A (10), with C (30) as the other member.
+fn middle_follower() -> Core {
+    let mut b = node(B, 20.0, &[A, B, C]);
+    tick(&mut b, ms(0));
+    recv(&mut b, ms(1), A, state(&[A, B, C], Some(A), 10.0, 1));
+    recv(&mut b, ms(2), C, state(&[C, A, B], Some(A), 30.0, 1));
+    b
+}
+
 fn pings(actions: &[Action]) -> Vec<(&str, Duration)> {
     actions
         .iter()
@@ -221,10 +230,7 @@ fn a_refused_ping_is_checked_with_a_fetch_at_once() {
 
 #[test]
 fn with_loss_removal_needs_more_evidence() {
-    let mut b = node(B, 20.0, &[A, B, C]);
-    tick(&mut b, ms(0));
-    recv(&mut b, ms(1), A, state(&[A, B, C], Some(A), 10.0, 1));
-    recv(&mut b, ms(2), C, state(&[C, A, B], Some(A), 30.0, 1));
+    let mut b = middle_follower();
     // A long spell in which a fifth of the contacts with C fail (each time out once,
     // then succeed).
     let mut t = 10;
@@ -327,10 +333,7 @@ fn with_the_watch_a_leaders_gap_longer_than_the_fastest_removal_is_a_pause() {
 
 #[test]
 fn a_suspect_that_calls_is_fetched_at_once() {
-    let mut b = node(B, 20.0, &[A, B, C]);
-    tick(&mut b, ms(0));
-    recv(&mut b, ms(1), A, state(&[A, B, C], Some(A), 10.0, 1));
-    recv(&mut b, ms(2), C, state(&[C, A, B], Some(A), 30.0, 1));
+    let mut b = middle_follower();
     fail(&mut b, ms(500), C, Failure::Timeout);
     let out = b.handle(ms(600), Event::Announced { addr: C.into() });
     assert_eq!(fetches(&out), vec![C], "the refutation is checked");
@@ -360,10 +363,7 @@ fn in_a_large_cluster_only_the_most_senior_followers_watch() {
 
 #[test]
 fn a_peer_that_removed_a_suspect_confirms_the_suspicion() {
-    let mut b = node(B, 20.0, &[A, B, C]);
-    tick(&mut b, ms(0));
-    recv(&mut b, ms(1), A, state(&[A, B, C], Some(A), 10.0, 1));
-    recv(&mut b, ms(2), C, state(&[C, A, B], Some(A), 30.0, 1));
+    let mut b = middle_follower();
     // Three timeouts of C; A never answers the probes.
     for t in [100, 200, 300] {
         assert!(removed(&fail(&mut b, ms(t), C, Failure::Timeout)).is_empty());
