@@ -224,6 +224,7 @@ impl<N: Network> PeerClient<N> {
     /// `GET /ping` at `addr`, failing with [`ContactError::Timeout`] after `timeout` (or
     /// the request timeout, whichever is shorter).
     pub async fn ping_within(&self, addr: &str, timeout: Duration) -> Result<(), ContactError> {
+        let timeout = timeout.min(self.timeout);
         match tokio::time::timeout(timeout, self.ping(addr)).await {
             Ok(r) => r,
             Err(_) => Err(ContactError::Timeout(timeout)),

@@ -257,3 +257,44 @@ async fn peers_that_agree_exchange_no_state_bodies() {
     nb.leave().await;
     na.leave().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_probe_timeout_header_is_ignored_not_fatal() {
+    let (a, b) = (free_addr(), free_addr());
+    let start = |me: &str| {
+        let mut cfg = Config::new(me, vec![a.clone(), b.clone()]);
+        cfg.bind = me.parse().expect("socket addr");
+        cfg.interval = Duration::from_millis(50);
+        Node::start(cfg)
+    };
+    let n = start(&a).await.expect("a starts");
+    let nb = start(&b).await.expect("b starts");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !(n.leader().is_some() && n.leader() == nb.leader()) {
+        assert!(std::time::Instant::now() < deadline, "agreement");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    for value in ["abc", "", "-5", "0", "18446744073709551615", "1e9", " 250 "] {
+        let headers = format!("{}: {value}\r\n", les::wire::PROBE_TIMEOUT_HEADER);
+        let started = std::time::Instant::now();
+        let answer = raw(&a, &format!("GET /probe/{b}"), &headers).await;
+        assert_eq!(status(&answer), 200, "{value:?}: {answer}");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{value:?} took {:?}",
+            started.elapsed()
+        );
+    }
+    // A non-member is still never contacted, whatever the header says.
+    let (bait_addr, bait) = bait().await;
+    let headers = format!("{}: 300\r\n", les::wire::PROBE_TIMEOUT_HEADER);
+    let answer = raw(&a, &format!("GET /probe/{bait_addr}"), &headers).await;
+    assert_eq!(status(&answer), 403, "{answer}");
+    assert_eq!(
+        bait.await.expect("bait"),
+        0,
+        "the node connected to a non-member"
+    );
+    n.leave().await;
+    nb.leave().await;
+}
