@@ -46,6 +46,26 @@ fn keyed(key: &Key) -> Settings {
     }
 }
 
+/// Two unkeyed nodes on fresh loopback ports, gossiping every 50 ms, once they agree on
+/// a leader: (the first one's address, the first, the second).
+async fn agreeing_pair() -> (String, NodeHandle, NodeHandle) {
+    let (a, b) = (free_addr(), free_addr());
+    let start = |me: &str| {
+        let mut cfg = Config::new(me, vec![a.clone(), b.clone()]);
+        cfg.bind = me.parse().expect("socket addr");
+        cfg.interval = Duration::from_millis(50);
+        Node::start(cfg)
+    };
+    let na = start(&a).await.expect("a starts");
+    let nb = start(&b).await.expect("b starts");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !(na.leader().is_some() && na.leader() == nb.leader()) {
+        assert!(std::time::Instant::now() < deadline, "agreement");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    (a, na, nb)
+}
+
 /// A listener that counts the connections it gets.
 async fn bait() -> (String, tokio::task::JoinHandle<usize>) {
     let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -232,20 +252,7 @@ async fn an_unchanged_state_is_answered_304_and_the_tag_covers_the_etag() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn peers_that_agree_exchange_no_state_bodies() {
-    let (a, b) = (free_addr(), free_addr());
-    let start = |me: &str| {
-        let mut cfg = Config::new(me, vec![a.clone(), b.clone()]);
-        cfg.bind = me.parse().expect("socket addr");
-        cfg.interval = Duration::from_millis(50);
-        Node::start(cfg)
-    };
-    let na = start(&a).await.expect("a starts");
-    let nb = start(&b).await.expect("b starts");
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !(na.leader().is_some() && na.leader() == nb.leader()) {
-        assert!(std::time::Instant::now() < deadline, "agreement");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let (_, na, nb) = agreeing_pair().await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let before = na.metrics();
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -260,20 +267,8 @@ async fn peers_that_agree_exchange_no_state_bodies() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_malformed_probe_timeout_header_is_ignored_not_fatal() {
-    let (a, b) = (free_addr(), free_addr());
-    let start = |me: &str| {
-        let mut cfg = Config::new(me, vec![a.clone(), b.clone()]);
-        cfg.bind = me.parse().expect("socket addr");
-        cfg.interval = Duration::from_millis(50);
-        Node::start(cfg)
-    };
-    let n = start(&a).await.expect("a starts");
-    let nb = start(&b).await.expect("b starts");
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !(n.leader().is_some() && n.leader() == nb.leader()) {
-        assert!(std::time::Instant::now() < deadline, "agreement");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let (a, n, nb) = agreeing_pair().await;
+    let b = nb.addr().to_string();
     for value in ["abc", "", "-5", "0", "18446744073709551615", "1e9", " 250 "] {
         let headers = format!("{}: {value}\r\n", les::wire::PROBE_TIMEOUT_HEADER);
         let started = std::time::Instant::now();
