@@ -4,10 +4,10 @@
 //! |---|---|---|
 //! | `GET /ping` | `200 OK` (`503` while leaving) | open |
 //! | `GET /state` | this node's state JSON | open |
-//! | `GET /state/{addr}` | the same; `{addr}` is fetched back and added once it answers | tag required |
+//! | `GET /state/{addr}` | the same; `{addr}` is fetched back and added once it answers; `304` for a matching `If-None-Match`; `429` while the loop has not run since a pause | tag required |
 //! | `GET /diag` | `{"state", "member_states", "member_info"}` (and `"lease"` in quorum mode), pretty-printed | open |
 //! | `POST /leave/{addr}` | `{addr}` says it is leaving: checked with `{addr}`, then dropped (les extension) | tag required |
-//! | `GET /probe/{addr}` | `200` if this node can ping member `{addr}`, `503` if not; `403` for a non-member, never contacted (les extension, SWIM indirect probe) | tag required |
+//! | `GET /probe/{addr}` | `200` if this node can ping member `{addr}`, `503` if not; `403` for a non-member, never contacted (les extension, SWIM indirect probe); [`crate::wire::PROBE_TIMEOUT_HEADER`] bounds the ping | tag required |
 //! | `GET /metrics` | counters in Prometheus text format (les extension) | open |
 //!
 //! "Open" requests change nothing and make the node contact no one, so they are served
