@@ -18,6 +18,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::auth::check_cluster_name;
+pub use crate::backend::Backend;
 use crate::core::CoreConfig;
 use crate::wire::{check_addr, AddrError};
 
@@ -74,6 +75,10 @@ pub struct Config {
     /// Where to serve the read-only `/ping`, `/diag` and `/metrics` apart from the
     /// gossip port (which then stops serving `/diag` and `/metrics`).
     pub admin_bind: Option<SocketAddr>,
+    /// What decides leadership: gossip (the default) or a database (see
+    /// [`crate::backend`]). Under a database the gossip-only settings (`seeds`,
+    /// `quorum`, `fanout`, …) are ignored.
+    pub backend: Backend,
 }
 
 impl Config {
@@ -101,6 +106,7 @@ impl Config {
             cluster: None,
             max_connections: defaults::MAX_CONNECTIONS,
             admin_bind: None,
+            backend: Backend::Gossip,
         }
     }
 
@@ -114,6 +120,9 @@ impl Config {
             value: self.advertise_addr.clone(),
             why,
         })?;
+        if let Backend::Postgres(_) = self.backend {
+            return self.validate_store();
+        }
         if self.seeds.is_empty() {
             return Err(ConfigError::Invalid {
                 key: "seeds",
@@ -298,6 +307,8 @@ pub struct FileConfig {
     pub key_file: Option<PathBuf>,
     pub accept_unsigned: Option<bool>,
     pub max_connections: Option<usize>,
+    /// `gossip` or a `postgres://` URL.
+    pub backend: Option<String>,
     pub admin_addr: Option<SocketAddr>,
 }
 
@@ -321,6 +332,7 @@ impl FileConfig {
 }
 
 mod args;
+mod store;
 
 pub use args::RunArgs;
 
@@ -500,26 +512,42 @@ layer! {
     accept_unsigned: bool,
     max_connections: usize,
     admin_addr: SocketAddr,
+    backend: String,
 }
 
 impl Layer {
     /// The one place defaults apply: fill what no source set, and validate.
     fn resolve(self) -> Result<Resolved, ConfigError> {
+        let backend: Backend = match &self.backend {
+            Some(b) => b.parse().map_err(|why: String| ConfigError::Invalid {
+                key: "backend",
+                why: format!("is not usable: {why}"),
+            })?,
+            None => Backend::Gossip,
+        };
+        let advertise_addr = self.advertise_addr.ok_or(ConfigError::Missing {
+            key: "advertise_addr",
+            flag: "advertise-addr",
+            env: "LES_ADVERTISE_ADDR",
+        })?;
+        let seeds = match (self.seeds, &backend) {
+            (Some(seeds), _) => seeds,
+            (None, Backend::Postgres(_)) => Vec::new(),
+            (None, Backend::Gossip) => {
+                return Err(ConfigError::Missing {
+                    key: "seeds",
+                    flag: "seeds",
+                    env: "LES_SEEDS",
+                })
+            }
+        };
         let config = Config {
             bind: SocketAddr::new(
                 self.bind_interface.unwrap_or(defaults::BIND_INTERFACE),
                 self.bind_port.unwrap_or(defaults::BIND_PORT),
             ),
-            advertise_addr: self.advertise_addr.ok_or(ConfigError::Missing {
-                key: "advertise_addr",
-                flag: "advertise-addr",
-                env: "LES_ADVERTISE_ADDR",
-            })?,
-            seeds: self.seeds.ok_or(ConfigError::Missing {
-                key: "seeds",
-                flag: "seeds",
-                env: "LES_SEEDS",
-            })?,
+            advertise_addr,
+            seeds,
             name: self.name,
             interval: self.interval.unwrap_or(defaults::INTERVAL),
             request_timeout: self.request_timeout.unwrap_or(defaults::REQUEST_TIMEOUT),
@@ -535,6 +563,7 @@ impl Layer {
             cluster: self.cluster.filter(|c| !c.is_empty()),
             max_connections: self.max_connections.unwrap_or(defaults::MAX_CONNECTIONS),
             admin_bind: self.admin_addr,
+            backend,
         };
         config.validate()?;
         let hooks = HookConfig {

@@ -63,6 +63,7 @@ mod health;
 mod join;
 mod lease;
 mod membership;
+pub mod tenure;
 mod types;
 mod watch;
 
@@ -348,6 +349,7 @@ impl Core {
             member_info,
             lease: self.lease_info(now),
             detector: Some(self.detector()),
+            backend: None,
         }
     }
 

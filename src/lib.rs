@@ -52,6 +52,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod backend;
 pub mod client;
 pub mod commands;
 pub mod config;

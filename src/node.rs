@@ -34,6 +34,8 @@ use tokio_util::task::TaskTracker;
 use crate::api::listen::{self, Slots};
 use crate::api::{Api, Inbound, Listener, PublishedCell, RefusalLog};
 use crate::auth::{Auth, Settings};
+use crate::backend::driver::{StoreInputs, StoreLinks};
+use crate::backend::Backend;
 use crate::client::{ClientLinks, PeerClient};
 use crate::config::{defaults, Config, ConfigError};
 use crate::core::{Action, Core, Event, LeaderChange};
@@ -43,8 +45,10 @@ use crate::net::{Network, PauseGate, SystemClock, Timebase, TokioNetwork, WallCl
 use crate::wire::Diag;
 
 mod protocol;
+mod store;
 
-use protocol::{encode_state, Channels, Links, Protocol, Timing};
+pub(crate) use protocol::{announce_change, encode_state};
+use protocol::{Channels, Links, Protocol, Timing};
 
 /// Why a node could not start, or could not answer.
 #[derive(Debug, thiserror::Error)]
@@ -244,7 +248,11 @@ impl<N: Network> NodeBuilder<N> {
             interval = ?cfg.interval,
             "les node started"
         );
-        log_quorum_setting(cfg);
+        if let Backend::Postgres(url) = &cfg.backend {
+            store::log_setting(cfg, url);
+        } else {
+            log_quorum_setting(cfg);
+        }
         log_auth_setting(cfg, &self.auth);
         Ok(self.spawn(core, healthy.is_ok(), (listener, local_addr), admin))
     }
@@ -397,24 +405,42 @@ impl<N: Network> NodeBuilder<N> {
             ));
         }
 
-        let links = Links {
-            me: cfg.advertise_addr.clone(),
-            client,
-            clock: self.clock,
-            timebase,
-            gate: self.gate,
-            results_tx,
-            dispatch_tx,
-            published,
-            leader_tx,
-            leaving,
-            tracker: tracker.clone(),
-            requests_stop: CancellationToken::new(),
-            metrics: metrics.clone(),
-            observer: self.observer,
-        };
-        let protocol = Protocol::new(core, healthy, links);
-        tracker.spawn(protocol.run(channels, timing, stop.clone(), server_stop));
+        if let Backend::Postgres(url) = &cfg.backend {
+            let links = StoreLinks {
+                dispatch_tx,
+                leader_tx,
+                published,
+                metrics: metrics.clone(),
+                leaving,
+                timebase,
+            };
+            let inputs = StoreInputs {
+                health: channels.health,
+                inbound: channels.inbound,
+                failed: channels.failed,
+            };
+            let run = store::store_loop(&cfg, url, healthy, links, &timing);
+            tracker.spawn(run.run(inputs, stop.clone(), server_stop));
+        } else {
+            let links = Links {
+                me: cfg.advertise_addr.clone(),
+                client,
+                clock: self.clock,
+                timebase,
+                gate: self.gate,
+                results_tx,
+                dispatch_tx,
+                published,
+                leader_tx,
+                leaving,
+                tracker: tracker.clone(),
+                requests_stop: CancellationToken::new(),
+                metrics: metrics.clone(),
+                observer: self.observer,
+            };
+            let protocol = Protocol::new(core, healthy, links);
+            tracker.spawn(protocol.run(channels, timing, stop.clone(), server_stop));
+        }
         tracker.close();
         NodeHandle {
             addr: cfg.advertise_addr,

@@ -282,6 +282,34 @@ pub struct Diag {
     /// les extension: what the failure detector has measured (absent from Python nodes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detector: Option<DetectorInfo>,
+    /// les extension, store backends only (`--backend postgres://…`): the store and
+    /// the lease it decided. Absent under gossip.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend: Option<BackendInfo>,
+}
+
+/// The store backend's part of `/diag/` (les extension; see [`crate::backend`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackendInfo {
+    /// Which store: `postgres`.
+    pub kind: String,
+    /// Where it is, without a password.
+    pub target: String,
+    /// Whether the last contact with the store succeeded.
+    pub connected: bool,
+    /// While rounds fail: the latest reason.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The lease holder as last reported, while its lease runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub holder: Option<String>,
+    /// The lease's term (fencing token) as last reported.
+    pub term: u64,
+    /// While this node holds the lease: how much longer it may act without a renewal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acting_for_ms: Option<u64>,
+    /// Members whose heartbeat is younger than the lease, this node included.
+    pub live_members: usize,
 }
 
 /// The failure detector's view of the network and of this node (`/diag/`, les

@@ -82,6 +82,11 @@ pub struct RunArgs {
     /// about a second; 0 = off (leader failures are then found by the rounds alone)
     #[arg(long, env = "LES_WATCH_INTERVAL", value_name = "DURATION", value_parser = parse_duration)]
     pub watch_interval: Option<Duration>,
+    /// What decides leadership: "gossip", or a postgres://user@host/db URL (TLS with
+    /// ?sslmode=require, verified against the system roots or ?sslrootcert=FILE).
+    /// Gossip-only settings (seeds, quorum, fanout…) are then ignored
+    #[arg(long, env = "LES_BACKEND", value_name = "gossip|URL")]
+    pub backend: Option<String>,
     /// Node name shown in /diag/ and `les status`.
     #[arg(long, env = "LES_NAME")]
     pub name: Option<String>,
@@ -162,6 +167,7 @@ pub(super) fn help_default(id: &str) -> Option<String> {
         "health_interval" => d(defaults::HEALTH_INTERVAL),
         "max_connections" => defaults::MAX_CONNECTIONS.to_string(),
         "accept_unsigned" => "false".to_string(),
+        "backend" => "gossip".to_string(),
         _ => return None,
     })
 }

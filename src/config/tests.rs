@@ -136,7 +136,7 @@ fn the_help_shows_each_default_once_from_the_constants() {
             None => assert!(!help.contains("[default:"), "typed by hand: {help}"),
         }
     }
-    assert_eq!(documented, 17);
+    assert_eq!(documented, 18);
     assert_eq!(help_default("interval").as_deref(), Some("1s"));
 }
 
@@ -277,4 +277,41 @@ fn durations_beyond_a_day_are_refused_by_name_not_overflowed() {
             .to_string();
         assert!(err.contains(key) && err.contains("at most 1day"), "{err}");
     }
+}
+
+#[test]
+fn a_database_backend_needs_no_seeds_checks_its_timings_and_names_the_key() {
+    let url = "postgres://les@db.example/les";
+    let mut a = RunArgs {
+        advertise_addr: Some("10.0.0.1:4000".into()),
+        backend: Some(url.into()),
+        ..RunArgs::default()
+    };
+    let r = a.clone().resolve_with(FileConfig::default()).unwrap();
+    assert!(matches!(r.config.backend, Backend::Postgres(_)));
+    assert!(r.config.seeds.is_empty());
+    assert!(r.config.gossip_only_settings().is_empty());
+    let file = FileConfig::parse(&format!("backend = \"{url}\"\nquorum = 2\n")).unwrap();
+    let mut from_file = RunArgs {
+        advertise_addr: a.advertise_addr.clone(),
+        ..RunArgs::default()
+    };
+    let r = from_file.clone().resolve_with(file).unwrap();
+    assert_eq!(r.config.gossip_only_settings(), ["quorum"]);
+    from_file.backend = Some("gossip".into());
+    let err = from_file.resolve_with(FileConfig::default()).unwrap_err();
+    assert!(err.to_string().contains("seeds"), "{err}");
+
+    a.lease = Some(Duration::from_millis(1500));
+    let err = a.clone().resolve_with(FileConfig::default()).unwrap_err();
+    assert!(err.to_string().contains("`lease`"), "{err}");
+    a.lease = None;
+    a.request_timeout = Some(Duration::from_secs(3));
+    let err = a.clone().resolve_with(FileConfig::default()).unwrap_err();
+    assert!(err.to_string().contains("`request_timeout`"), "{err}");
+    a.request_timeout = None;
+    a.backend = Some("postgres://les@db/x?sslmode=always".into());
+    let err = a.resolve_with(FileConfig::default()).unwrap_err();
+    assert!(err.to_string().contains("`backend`"), "{err}");
+    assert!(err.to_string().contains("sslmode=always"), "{err}");
 }

@@ -40,9 +40,26 @@ async fn sleep_until(wake: Option<Instant>) {
     }
 }
 
-pub(super) fn encode_state(state: &PeerState) -> Bytes {
+pub(crate) fn encode_state(state: &PeerState) -> Bytes {
     // Serializing a plain struct of strings and numbers cannot fail.
     Bytes::from(serde_json::to_vec(state).unwrap_or_default())
+}
+
+/// Log a change of leader, count it and queue it for the handlers (both backends).
+pub(crate) fn announce_change(
+    change: LeaderChange,
+    metrics: &Metrics,
+    dispatch: &mpsc::UnboundedSender<Dispatch>,
+) {
+    tracing::info!(
+        previous = change.previous.as_deref().unwrap_or("none"),
+        leader = change.current.as_deref().unwrap_or("none"),
+        term = change.term,
+        is_self = change.gained(),
+        "leader changed"
+    );
+    Metrics::add(&metrics.leader_changes, 1);
+    let _ = dispatch.send(Dispatch::Change(change));
 }
 
 /// A finished peer request, back to the loop.
@@ -348,15 +365,7 @@ impl<N: Network> Protocol<N> {
                 Action::Ping { addr, timeout } => self.spawn_ping(addr, timeout),
                 Action::SendLeave { addr } => self.leaves.push(addr),
                 Action::LeaderChanged(change) => {
-                    tracing::info!(
-                        previous = change.previous.as_deref().unwrap_or("none"),
-                        leader = change.current.as_deref().unwrap_or("none"),
-                        term = change.term,
-                        is_self = change.gained(),
-                        "leader changed"
-                    );
-                    Metrics::add(&self.metrics.leader_changes, 1);
-                    let _ = self.dispatch_tx.send(Dispatch::Change(change));
+                    announce_change(change, &self.metrics, &self.dispatch_tx)
                 }
                 Action::MemberAdded { addr } => tracing::info!(peer = %addr, "member added"),
                 Action::MemberRemoved { addr, reason } => {

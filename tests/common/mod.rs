@@ -3,6 +3,7 @@
 #![allow(dead_code)] // each test binary uses a different subset
 
 pub mod netns;
+pub mod pg;
 
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};

@@ -1,0 +1,250 @@
+//! A throwaway PostgreSQL server for the backend tests: `initdb` into a fresh temporary
+//! directory, `postgres` on a free loopback port (and a private socket directory),
+//! stopped by its PID and the directory removed when dropped.
+//!
+//! `initdb` refuses to run as root: as root the server runs as the `postgres` user the
+//! Debian package creates (or `nobody`), set on the child process itself, so the PID we
+//! hold is the server's. Without any PostgreSQL server binaries, [`PgServer::start`]
+//! returns `None` and the tests say so and skip — except under CI (`CI` set), where
+//! `.ci/run` installs the `postgresql` package and a missing server is a failure.
+
+use std::os::unix::process::CommandExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::free_ports;
+
+/// The directory holding `initdb` and `postgres`: Debian's newest
+/// `/usr/lib/postgresql/N/bin`, or wherever `PATH` has them.
+fn bin_dir() -> Option<PathBuf> {
+    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let v = e.file_name().to_str()?.parse().ok()?;
+            let bin = e.path().join("bin");
+            bin.join("postgres").exists().then_some((v, bin))
+        })
+        .collect();
+    versions.sort();
+    if let Some((_, bin)) = versions.pop() {
+        return Some(bin);
+    }
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .find(|p| p.join("postgres").exists() && p.join("initdb").exists())
+    })
+}
+
+/// The uid and gid to run the server as: ourselves, or a system user when root.
+fn run_as() -> (u32, u32) {
+    // SAFETY: getuid/getgid have no preconditions.
+    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+    if uid != 0 {
+        return (uid, gid);
+    }
+    for name in ["postgres", "nobody"] {
+        let Ok(out) = Command::new("id").args(["-u", name]).output() else {
+            continue;
+        };
+        let Ok(g) = Command::new("id").args(["-g", name]).output() else {
+            continue;
+        };
+        let parse = |o: &[u8]| String::from_utf8_lossy(o).trim().parse::<u32>().ok();
+        if let (Some(u), Some(g)) = (parse(&out.stdout), parse(&g.stdout)) {
+            return (u, g);
+        }
+    }
+    (65534, 65534)
+}
+
+/// A running throwaway server.
+pub struct PgServer {
+    bin: PathBuf,
+    dir: PathBuf,
+    pub port: u16,
+    uid: u32,
+    gid: u32,
+    child: Option<Child>,
+}
+
+impl PgServer {
+    /// Make a new cluster and start it, or `None` if no server binaries are installed
+    /// (outside CI). Panics on any other failure, with the server's log.
+    pub fn start() -> Option<PgServer> {
+        let Some(bin) = bin_dir() else {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "no PostgreSQL server binaries (Debian package postgresql) under CI"
+            );
+            eprintln!("SKIPPED: no PostgreSQL server (install the postgresql package)");
+            return None;
+        };
+        let (uid, gid) = run_as();
+        let dir = std::env::temp_dir().join(format!(
+            "les-pg-{}-{}",
+            std::process::id(),
+            free_ports(1)[0]
+        ));
+        std::fs::create_dir_all(dir.join("sock")).expect("make the server's directory");
+        for d in [dir.clone(), dir.join("sock")] {
+            std::os::unix::fs::chown(&d, Some(uid), Some(gid)).expect("chown");
+        }
+        let out = Command::new(bin.join("initdb"))
+            .args(["-D"])
+            .arg(dir.join("data"))
+            .args(["-U", "les", "--auth=trust", "-E", "UTF8", "--no-sync"])
+            .uid(uid)
+            .gid(gid)
+            .current_dir(&dir)
+            .output()
+            .expect("run initdb");
+        assert!(
+            out.status.success(),
+            "initdb failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut server = PgServer {
+            bin,
+            dir,
+            port: free_ports(1)[0],
+            uid,
+            gid,
+            child: None,
+        };
+        server.up();
+        Some(server)
+    }
+
+    /// A URL for database `postgres` as user `les` over loopback TCP.
+    pub fn url(&self) -> String {
+        format!(
+            "postgres://les@127.0.0.1:{}/postgres?sslmode=disable",
+            self.port
+        )
+    }
+
+    fn log(&self) -> PathBuf {
+        self.dir.join("server.log")
+    }
+
+    /// Start the server on its port and wait until it accepts connections.
+    pub fn up(&mut self) {
+        assert!(self.child.is_none(), "already running");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log())
+            .expect("open the server log");
+        let child = Command::new(self.bin.join("postgres"))
+            .arg("-D")
+            .arg(self.dir.join("data"))
+            .args(["-p", &self.port.to_string()])
+            .args(["-c", "listen_addresses=127.0.0.1"])
+            .arg("-c")
+            .arg(format!(
+                "unix_socket_directories={}",
+                self.dir.join("sock").display()
+            ))
+            .args(["-c", "fsync=off", "-c", "synchronous_commit=off"])
+            .args(["-c", "full_page_writes=off", "-c", "max_connections=50"])
+            .uid(self.uid)
+            .gid(self.gid)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start postgres");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            if let Some(c) = self.child.as_mut() {
+                if let Ok(Some(status)) = c.try_wait() {
+                    panic!("postgres exited ({status}): {}", self.log_text());
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "postgres not up in 30 s: {}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // The port opens a moment before the server accepts sessions.
+        while !self.accepts_sessions() {
+            assert!(
+                Instant::now() < deadline,
+                "postgres not ready: {}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn accepts_sessions(&self) -> bool {
+        Command::new(self.bin.join("pg_isready"))
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "les"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(true)
+    }
+
+    /// Stop the server (fast shutdown: SIGINT, by its PID) and wait for it to exit.
+    pub fn down(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        // SAFETY: kill(2) on the PID of the child we started and have not reaped.
+        unsafe {
+            libc::kill(child.id() as i32, libc::SIGINT);
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The server's log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(self.log()).unwrap_or_default()
+    }
+
+    /// Run one SQL statement with `psql`, returning its unaligned output.
+    pub fn psql(&self, sql: &str) -> String {
+        let out = Command::new(self.bin.join("psql"))
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(["-U", "les", "-d", "postgres", "-XAtq", "-c", sql])
+            .output()
+            .expect("run psql");
+        assert!(
+            out.status.success(),
+            "psql {sql:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// Where the server keeps its files.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+impl Drop for PgServer {
+    fn drop(&mut self) {
+        self.down();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
