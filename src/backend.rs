@@ -74,6 +74,8 @@ pub struct StoreMember {
     pub eligible: bool,
     /// Whether its heartbeat is younger than the lease.
     pub live: bool,
+    /// Age of its last heartbeat by the store's clock.
+    pub heartbeat_age: Duration,
     /// Its `--name`, if any.
     pub name: Option<String>,
 }

@@ -7,6 +7,11 @@ use clap::Parser;
 #[derive(Debug, Parser)]
 #[command(about = "Measure les: convergence, failover, hand-off and cost on loopback")]
 pub struct Args {
+    /// Trials of the PostgreSQL backend (3 nodes against a throwaway server from the
+    /// postgresql package): hand-off, step-down and crash failover. Runs only that part
+    /// and writes only its section. 0 skips it.
+    #[arg(long, default_value_t = 0)]
+    pub postgres_trials: usize,
     /// Cluster sizes, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "3,10,30")]
     pub nodes: Vec<usize>,

@@ -28,7 +28,7 @@ use crate::hooks::Dispatch;
 use crate::metrics::Metrics;
 use crate::net::Timebase;
 use crate::node::LeaderView;
-use crate::wire::{BackendInfo, Diag, PeerState};
+use crate::wire::{BackendInfo, Diag, MemberInfo, PeerState};
 
 /// The first retry after a failed round; doubled up to the round interval.
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
@@ -363,7 +363,16 @@ impl<S: LeaseStore> StoreLoop<S> {
         let state = self.state();
         let view = self.view.as_ref();
         let mut member_states = std::collections::BTreeMap::new();
+        let mut member_info = std::collections::BTreeMap::new();
         for m in view.map(|v| &v.members[..]).unwrap_or(&[]) {
+            member_info.insert(
+                m.addr.clone(),
+                MemberInfo {
+                    last_contact_ms: Some(m.heartbeat_age.as_millis() as u64),
+                    suspect: !m.live,
+                    failures: 0,
+                },
+            );
             member_states.insert(
                 m.addr.clone(),
                 PeerState {
@@ -382,7 +391,7 @@ impl<S: LeaseStore> StoreLoop<S> {
         Diag {
             state,
             member_states,
-            member_info: Default::default(),
+            member_info,
             lease: None,
             detector: None,
             backend: Some(BackendInfo {

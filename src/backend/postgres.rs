@@ -386,7 +386,8 @@ async fn members(tx: &Transaction<'_>, me: &Registration) -> Result<Vec<StoreMem
     let rows = tx
         .query(
             "SELECT addr, extract(epoch FROM registered_at)::float8, eligible,
-                    heartbeat > now() - make_interval(secs => $2), name
+                    heartbeat > now() - make_interval(secs => $2), name,
+                    GREATEST(extract(epoch FROM now() - heartbeat)::float8, 0)
              FROM les_member WHERE cluster = $1 ORDER BY registered_at, addr",
             &[&me.cluster, &lease],
         )
@@ -400,6 +401,7 @@ async fn members(tx: &Transaction<'_>, me: &Registration) -> Result<Vec<StoreMem
             eligible: r.get(2),
             live: r.get(3),
             name: r.get(4),
+            heartbeat_age: Duration::from_secs_f64(r.get::<_, f64>(5).clamp(0.0, 1e9)),
         })
         .collect())
 }

@@ -7,13 +7,21 @@
 //! hold is the server's. Without any PostgreSQL server binaries, [`PgServer::start`]
 //! returns `None` and the tests say so and skip — except under CI (`CI` set), where
 //! `.ci/run` installs the `postgresql` package and a missing server is a failure.
+#![allow(dead_code)] // each user needs a different part
 
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::free_ports;
+/// A loopback port the OS says is free now. (This file is also compiled into the
+/// benchmark, `examples/bench`, so it needs nothing from the rest of `common`.)
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
 
 /// The directory holding `initdb` and `postgres`: Debian's newest
 /// `/usr/lib/postgresql/N/bin`, or wherever `PATH` has them.
@@ -83,11 +91,8 @@ impl PgServer {
             return None;
         };
         let (uid, gid) = run_as();
-        let dir = std::env::temp_dir().join(format!(
-            "les-pg-{}-{}",
-            std::process::id(),
-            free_ports(1)[0]
-        ));
+        let dir =
+            std::env::temp_dir().join(format!("les-pg-{}-{}", std::process::id(), free_port()));
         std::fs::create_dir_all(dir.join("sock")).expect("make the server's directory");
         for d in [dir.clone(), dir.join("sock")] {
             std::os::unix::fs::chown(&d, Some(uid), Some(gid)).expect("chown");
@@ -109,7 +114,7 @@ impl PgServer {
         let mut server = PgServer {
             bin,
             dir,
-            port: free_ports(1)[0],
+            port: free_port(),
             uid,
             gid,
             child: None,

@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 use les::client::PeerClient;
 use les::net::TokioNetwork;
-use les::wire::{check_addr, DetectorInfo, Diag, LeaseInfo};
+use les::wire::{check_addr, BackendInfo, DetectorInfo, Diag, LeaseInfo};
 
 #[derive(Debug, clap::Args)]
 pub struct StatusArgs {
@@ -62,6 +62,10 @@ pub fn render(asked: &str, diag: &Diag, now: f64) -> String {
     );
     if let Some(lease) = &diag.lease {
         out.push_str(&lease_line(lease, diag.state.leader.as_deref()));
+        out.push('\n');
+    }
+    if let Some(b) = &diag.backend {
+        out.push_str(&backend_line(b));
         out.push('\n');
     }
     if let Some(line) = diag.detector.as_ref().and_then(detector_line) {
@@ -143,6 +147,24 @@ pub fn render(asked: &str, diag: &Diag, now: f64) -> String {
     }
     out.push_str("\n* = leader as seen by this node\n");
     out
+}
+
+/// Store backends: the store, whether it answers, and this node's part in the lease.
+fn backend_line(b: &BackendInfo) -> String {
+    let health = match (&b.error, b.connected) {
+        (Some(why), _) => format!("UNAVAILABLE ({why})"),
+        (None, true) => "connected".to_string(),
+        (None, false) => "connecting".to_string(),
+    };
+    let role = match (b.acting_for_ms, &b.holder) {
+        (Some(ms), _) => format!("this node holds the lease ({ms}ms left without a renewal)"),
+        (None, Some(holder)) => format!("lease held by {holder}"),
+        (None, None) => "nobody holds the lease".to_string(),
+    };
+    format!(
+        "database {}: {health}; {role}, term {}, {} live member(s)",
+        b.target, b.term, b.live_members
+    )
 }
 
 /// Quorum mode: one line on the quorum, and whether this node acts as leader.
@@ -246,6 +268,31 @@ mod tests {
         assert_eq!(
             lease_line(lease, None),
             "quorum 2, 1 reachable: no quorum, following nobody"
+        );
+    }
+
+    #[test]
+    fn under_a_database_a_line_says_where_it_is_whether_it_answers_and_who_holds_the_lease() {
+        let mut b = BackendInfo {
+            kind: "postgres".into(),
+            target: "postgres://les@db:5432/les (sslmode=prefer)".into(),
+            connected: true,
+            error: None,
+            holder: Some("a:1".into()),
+            term: 7,
+            acting_for_ms: Some(2400),
+            live_members: 3,
+        };
+        assert_eq!(
+            backend_line(&b),
+            "database postgres://les@db:5432/les (sslmode=prefer): connected; this node holds the lease (2400ms left without a renewal), term 7, 3 live member(s)"
+        );
+        b.acting_for_ms = None;
+        b.connected = false;
+        b.error = Some("cannot reach the database: connection refused".into());
+        assert_eq!(
+            backend_line(&b),
+            "database postgres://les@db:5432/les (sslmode=prefer): UNAVAILABLE (cannot reach the database: connection refused); lease held by a:1, term 7, 3 live member(s)"
         );
     }
 
