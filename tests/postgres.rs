@@ -244,6 +244,37 @@ fn a_database_outage_stops_the_leader_and_a_restart_brings_leadership_back() {
 }
 
 #[test]
+fn tls_to_the_database_is_verified_against_the_root_the_url_names() {
+    let Some(mut pg) = PgServer::start() else {
+        return;
+    };
+    let ca = pg.tls();
+    let log = pg.dir().join("les.log");
+    let base = format!("postgres://les@127.0.0.1:{}/postgres", pg.port);
+    let ports = free_ports(2);
+    let addrs = addrs_of(&ports);
+
+    // With the server's certificate as the root: connected over TLS, and leads.
+    let verified = format!("{base}?sslmode=verify-full&sslrootcert={}", ca.display());
+    let _good = start(ports[0], &verified, &log, &[]);
+    wait_for("the node to lead over TLS", WAIT, || {
+        lease_of(&addrs[0]).filter(|(_, _, acting)| *acting)
+    });
+    let ssl = pg.psql("SELECT bool_and(s.ssl) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) WHERE a.application_name = 'les'");
+    assert_eq!(ssl, "t", "the les session uses TLS");
+
+    // Against the system's roots the self-signed certificate is refused, and /diag/
+    // says why.
+    let _bad = start(ports[1], &format!("{base}?sslmode=require"), &log, &[]);
+    let b = wait_for("the second node to report the refusal", WAIT, || {
+        diag(&addrs[1])?.backend.filter(|b| b.error.is_some())
+    });
+    assert!(!b.connected);
+    let why = b.error.unwrap_or_default();
+    assert!(why.to_lowercase().contains("certificate"), "{why}");
+}
+
+#[test]
 fn a_bad_backend_url_is_refused_at_start_with_the_setting_named() {
     for (url, says) in [
         ("mysql://les@db/x", "postgres://"),

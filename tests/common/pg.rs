@@ -76,6 +76,8 @@ pub struct PgServer {
     uid: u32,
     gid: u32,
     child: Option<Child>,
+    /// Serve TLS with a self-signed certificate for 127.0.0.1 (see [`PgServer::tls`]).
+    tls: bool,
 }
 
 impl PgServer {
@@ -118,9 +120,86 @@ impl PgServer {
             uid,
             gid,
             child: None,
+            tls: false,
         };
         server.up();
         Some(server)
+    }
+
+    /// Restart serving TLS only, with a new certificate for 127.0.0.1 signed by a new
+    /// throwaway CA (both made with the `openssl` command); returns the CA
+    /// certificate's path, the root a client must trust.
+    pub fn tls(&mut self) -> PathBuf {
+        let d = &self.dir;
+        let (crt, key) = (d.join("server.crt"), d.join("server.key"));
+        let ext = d.join("server.ext");
+        std::fs::write(
+            &ext,
+            "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+        )
+        .expect("write the extensions");
+        let p = |name: &str| d.join(name).display().to_string();
+        let steps: [Vec<String>; 3] = [
+            [
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+            ]
+            .map(String::from)
+            .into_iter()
+            .chain(["-subj".into(), "/CN=les-test-ca".into()])
+            .chain(["-keyout".into(), p("ca.key"), "-out".into(), p("ca.crt")])
+            .collect(),
+            [
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-subj",
+                "/CN=127.0.0.1",
+            ]
+            .map(String::from)
+            .into_iter()
+            .chain([
+                "-keyout".into(),
+                p("server.key"),
+                "-out".into(),
+                p("server.csr"),
+            ])
+            .collect(),
+            ["x509", "-req", "-days", "1", "-CAcreateserial"]
+                .map(String::from)
+                .into_iter()
+                .chain(["-in".into(), p("server.csr"), "-CA".into(), p("ca.crt")])
+                .chain(["-CAkey".into(), p("ca.key"), "-out".into(), p("server.crt")])
+                .chain(["-extfile".into(), p("server.ext")])
+                .collect(),
+        ];
+        for args in steps {
+            let out = Command::new("openssl")
+                .args(&args)
+                .output()
+                .expect("run openssl");
+            assert!(
+                out.status.success(),
+                "openssl: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        for f in [&crt, &key] {
+            std::os::unix::fs::chown(f, Some(self.uid), Some(self.gid)).expect("chown");
+        }
+        std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .expect("chmod the key");
+        // Plain connections refused: only TLS gets in.
+        let hba = self.dir.join("data/pg_hba.conf");
+        std::fs::write(
+            &hba,
+            "local all all trust\nhostssl all all 127.0.0.1/32 trust\n",
+        )
+        .expect("write pg_hba.conf");
+        self.down();
+        self.tls = true;
+        self.up();
+        self.dir.join("ca.crt")
     }
 
     /// A URL for database `postgres` as user `les` over loopback TCP.
@@ -155,6 +234,18 @@ impl PgServer {
             ))
             .args(["-c", "fsync=off", "-c", "synchronous_commit=off"])
             .args(["-c", "full_page_writes=off", "-c", "max_connections=50"])
+            .args(if self.tls {
+                vec![
+                    "-c".to_string(),
+                    "ssl=on".to_string(),
+                    "-c".to_string(),
+                    format!("ssl_cert_file={}", self.dir.join("server.crt").display()),
+                    "-c".to_string(),
+                    format!("ssl_key_file={}", self.dir.join("server.key").display()),
+                ]
+            } else {
+                Vec::new()
+            })
             .uid(self.uid)
             .gid(self.gid)
             .stdin(Stdio::null())
@@ -231,6 +322,7 @@ impl PgServer {
         let out = Command::new(self.bin.join("psql"))
             .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
             .args(["-U", "les", "-d", "postgres", "-XAtq", "-c", sql])
+            .env("PGSSLMODE", if self.tls { "require" } else { "prefer" })
             .output()
             .expect("run psql");
         assert!(
