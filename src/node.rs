@@ -20,7 +20,6 @@
 //! that it is leaving and announce the leave to every member, stop the server and the
 //! in-flight requests, and return once every task has ended.
 
-use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -45,6 +44,7 @@ use crate::net::{Network, PauseGate, SystemClock, Timebase, TokioNetwork, WallCl
 use crate::wire::Diag;
 
 mod protocol;
+mod startup;
 mod store;
 
 pub(crate) use protocol::{announce_change, encode_state};
@@ -251,9 +251,9 @@ impl<N: Network> NodeBuilder<N> {
         if let Backend::Postgres(url) = &cfg.backend {
             store::log_setting(cfg, url);
         } else {
-            log_quorum_setting(cfg);
+            startup::log_quorum_setting(cfg);
         }
-        log_auth_setting(cfg, &self.auth);
+        startup::log_auth_setting(cfg, &self.auth);
         Ok(self.spawn(core, healthy.is_ok(), (listener, local_addr), admin))
     }
 
@@ -495,7 +495,7 @@ impl NodeHandle {
     /// in flight finish under the old settings; the next ones use the new. Nothing else
     /// changes: no leader change, no membership change.
     pub fn reload_auth(&self, settings: Settings) {
-        log_auth_setting_change(&settings);
+        startup::log_auth_setting_change(&settings);
         self.auth.install(settings);
     }
 
@@ -542,56 +542,8 @@ impl NodeHandle {
     }
 }
 
-/// Say at start-up what a surprising quorum setting means. Both are allowed (a fleet
-/// may be growing into its quorum), so they are log lines, not configuration errors.
 /// Connections the admin listener keeps open (monitoring needs few).
 const ADMIN_MAX_CONNECTIONS: usize = 64;
-
-/// Say at start-up how requests are authenticated.
-fn log_auth_setting(cfg: &Config, settings: &Settings) {
-    let cluster = cfg.cluster.as_deref().unwrap_or("");
-    match &settings.keyring {
-        None => tracing::info!(
-            cluster,
-            "no key file: requests between nodes are not authenticated (see SECURITY.md)"
-        ),
-        Some(ring) => tracing::info!(cluster, keys = ring.len(), signing_key = %ring.fingerprint(),
-            accept_unsigned = settings.accept_unsigned, "requests between nodes are authenticated"),
-    }
-    if settings.accept_unsigned && settings.keyring.is_some() {
-        tracing::warn!("accept_unsigned is on: unsigned requests are still accepted; turn it off once every node has the key");
-    }
-}
-
-fn log_auth_setting_change(settings: &Settings) {
-    match &settings.keyring {
-        None => tracing::warn!("keyring reloaded: now unkeyed"),
-        Some(ring) => tracing::info!(keys = ring.len(), signing_key = %ring.fingerprint(),
-            accept_unsigned = settings.accept_unsigned, "keyring reloaded"),
-    }
-}
-
-fn log_quorum_setting(cfg: &Config) {
-    if cfg.quorum == 1 {
-        tracing::warn!("quorum 1 is the same as off");
-        return;
-    }
-    let named: HashSet<&str> = cfg
-        .seeds
-        .iter()
-        .map(String::as_str)
-        .chain([cfg.advertise_addr.as_str()])
-        .collect();
-    if cfg.quorum > named.len() {
-        tracing::warn!(
-            quorum = cfg.quorum,
-            named = named.len(),
-            "quorum {} is more than the {} distinct nodes the seeds and this node name: no leader can be elected until more nodes join",
-            cfg.quorum,
-            named.len()
-        );
-    }
-}
 
 /// Run the health check once, a panic or a timeout counting as a failure.
 async fn health_result(check: &Arc<dyn DynHealthCheck>, limit: Duration) -> Result<(), String> {
