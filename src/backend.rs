@@ -111,6 +111,21 @@ pub struct Registration {
     pub lease: Duration,
 }
 
+/// What a node does after giving the lease up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Release {
+    /// It leaves: its registration is removed.
+    Leave,
+    /// It stays, registered again under a new incarnation, so as junior: a step-down,
+    /// or a node that is not eligible now (then `eligible` is `false`).
+    Rejoin {
+        /// The new incarnation.
+        incarnation: i64,
+        /// Whether it may lead (once it is the most senior again).
+        eligible: bool,
+    },
+}
+
 /// Why a store could not answer.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -142,13 +157,13 @@ pub trait LeaseStore: Send + 'static {
         eligible: bool,
     ) -> impl Future<Output = Result<StoreView, StoreError>> + Send;
 
-    /// Give the lease up if `me` holds it; with `deregister`, also remove `me` (a
-    /// graceful leave). Tells the other nodes, so the next most senior takes over at
-    /// once.
+    /// End the lease if `me` (this incarnation) holds it, then `then`; tells the other
+    /// nodes, so the next most senior takes over at once. Only `me`'s own incarnation
+    /// is touched: a release that arrives late can never end a lease granted since.
     fn release(
         &mut self,
         me: &Registration,
-        deregister: bool,
+        then: Release,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// Resolves when another node may have changed the lease or the members (a

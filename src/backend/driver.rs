@@ -20,7 +20,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::{LeaseStore, Registration, StoreError, StoreView};
+use super::{LeaseStore, Registration, Release, StoreError, StoreView};
 use crate::api::{Inbound, PublishedCell};
 use crate::core::tenure::{Grant, Tenure};
 use crate::core::LeaderChange;
@@ -262,7 +262,16 @@ impl<S: LeaseStore> StoreLoop<S> {
         self.report(change);
         if gave_up {
             self.flush_hooks().await;
-            self.release(false).await;
+            // A new incarnation: junior from now on, and nothing sent under the old
+            // one (a late release, a late round) can touch a lease granted since.
+            let incarnation = rand::random();
+            let eligible = self.eligible();
+            self.release(Release::Rejoin {
+                incarnation,
+                eligible,
+            })
+            .await;
+            self.me.incarnation = incarnation;
         }
     }
 
@@ -273,12 +282,12 @@ impl<S: LeaseStore> StoreLoop<S> {
         }
     }
 
-    async fn release(&mut self, deregister: bool) {
+    async fn release(&mut self, then: Release) {
         if !self.connected {
             return;
         }
         let limit = self.timing.request_timeout;
-        if let Err(e) = bounded(limit, self.store.release(&self.me, deregister)).await {
+        if let Err(e) = bounded(limit, self.store.release(&self.me, then)).await {
             tracing::warn!(error = %e, "could not release the lease: it runs out by itself");
             self.connected = false;
         }
@@ -289,7 +298,7 @@ impl<S: LeaseStore> StoreLoop<S> {
         let change = self.tenure.give_up();
         self.report(change);
         self.flush_hooks().await;
-        self.release(true).await;
+        self.release(Release::Leave).await;
         server_stop.cancel();
         tracing::info!(addr = %self.me.addr, "left the cluster");
     }

@@ -36,7 +36,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_postgres::{AsyncMessage, Client, NoTls, Transaction};
 
-use super::{LeaseStore, Registration, StoreError, StoreMember, StoreView};
+use super::{LeaseStore, Registration, Release, StoreError, StoreMember, StoreView};
 
 /// The NOTIFY channel.
 const CHANNEL: &str = "les";
@@ -489,21 +489,42 @@ impl LeaseStore for PostgresStore {
         Ok(view)
     }
 
-    async fn release(&mut self, me: &Registration, deregister: bool) -> Result<(), StoreError> {
+    async fn release(&mut self, me: &Registration, then: Release) -> Result<(), StoreError> {
         let (tx, row) = self.begin(&me.cluster).await?;
-        if row.holder.as_deref() == Some(me.addr.as_str()) {
+        if row.holder.as_deref() == Some(me.addr.as_str())
+            && row.incarnation == Some(me.incarnation)
+        {
             give_up(&tx, &me.cluster).await?;
         }
-        if deregister {
-            tx.execute(
-                "DELETE FROM les_member WHERE cluster = $1 AND addr = $2",
-                &[&me.cluster, &me.addr],
-            )
-            .await
-            .map_err(query_error)?;
-        } else {
-            heartbeat(&tx, me, true).await?;
-        }
+        let done = match then {
+            Release::Leave => {
+                tx.execute(
+                    "DELETE FROM les_member
+                     WHERE cluster = $1 AND addr = $2 AND incarnation = $3",
+                    &[&me.cluster, &me.addr, &me.incarnation],
+                )
+                .await
+            }
+            Release::Rejoin {
+                incarnation,
+                eligible,
+            } => {
+                tx.execute(
+                    "UPDATE les_member SET incarnation = $4, registered_at = clock_timestamp(),
+                         heartbeat = now(), eligible = $5
+                     WHERE cluster = $1 AND addr = $2 AND incarnation = $3",
+                    &[
+                        &me.cluster,
+                        &me.addr,
+                        &me.incarnation,
+                        &incarnation,
+                        &eligible,
+                    ],
+                )
+                .await
+            }
+        };
+        done.map_err(query_error)?;
         notify(&tx, &me.cluster).await?;
         tx.commit().await.map_err(query_error)
     }
