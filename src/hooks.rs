@@ -48,8 +48,53 @@ pub use crate::core::LeaderChange;
 pub struct HookError(pub String);
 
 impl HookError {
+    /// A failure described by `msg` (logged as it is).
     pub fn new(msg: impl Into<String>) -> Self {
         HookError(msg.into())
+    }
+}
+
+/// So that `?` works on I/O inside a handler:
+///
+/// ```
+/// use les::hooks::{HookError, LeaderChange, LeaderChanged};
+///
+/// struct Marker;
+/// impl LeaderChanged for Marker {
+///     async fn leader_changed(&self, change: LeaderChange) -> Result<(), HookError> {
+///         let path = std::env::temp_dir().join("les-doc-leader");
+///         if change.gained() {
+///             std::fs::write(&path, change.term.to_string())?;
+///         }
+///         if change.term == u64::MAX {
+///             return Err("no more terms".into());
+///         }
+///         Ok(())
+///     }
+/// }
+/// ```
+impl From<std::io::Error> for HookError {
+    fn from(e: std::io::Error) -> Self {
+        HookError(e.to_string())
+    }
+}
+
+impl From<String> for HookError {
+    fn from(msg: String) -> Self {
+        HookError(msg)
+    }
+}
+
+impl From<&str> for HookError {
+    fn from(msg: &str) -> Self {
+        HookError(msg.to_string())
+    }
+}
+
+impl From<anyhow::Error> for HookError {
+    /// The whole chain of causes, `outer: inner: …`.
+    fn from(e: anyhow::Error) -> Self {
+        HookError(format!("{e:#}"))
     }
 }
 
