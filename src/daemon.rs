@@ -111,6 +111,33 @@ pub fn node_builder(resolved: &Resolved) -> Result<NodeBuilder<TokioNetwork>, Ke
     Ok(builder.auth(load_auth(&resolved.keys)?))
 }
 
+/// A future that resolves, with the signal's name, on the first SIGINT (Ctrl-C) or
+/// SIGTERM (what `systemctl stop`, `kill` and container runtimes send): await it, then
+/// call [`NodeHandle::leave`] so the handlers release leadership and the members hear
+/// of the leave. The handlers are installed when this function returns, so a signal
+/// that arrives before the first poll is not lost.
+///
+/// ```no_run
+/// # async fn run(node: les::node::NodeHandle) -> std::io::Result<()> {
+/// let stop = les::daemon::shutdown_signal()?;
+/// let signal = stop.await;
+/// tracing::info!(signal, "leaving");
+/// node.leave().await;
+/// # Ok(())
+/// # }
+/// ```
+pub fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = &'static str>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        }
+    })
+}
+
 /// Answer signals until one asks the node to stop, and return its name: SIGTERM and
 /// SIGINT stop; SIGHUP calls `reload` for the new key settings and installs them, or
 /// logs why not and keeps the old ones.
