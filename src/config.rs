@@ -74,6 +74,12 @@ pub struct Config {
     /// Where to serve the read-only `/ping`, `/diag` and `/metrics` apart from the
     /// gossip port (which then stops serving `/diag` and `/metrics`).
     pub admin_bind: Option<SocketAddr>,
+    /// A leader that has led this long steps down on purpose (see
+    /// [`crate::node`]'s relinquish schedule); `None` = never.
+    pub relinquish_every: Option<Duration>,
+    /// A cron expression (five fields, or six with seconds first; UTC): at each time
+    /// it names, the leader steps down. `None` = never.
+    pub relinquish_cron: Option<String>,
 }
 
 impl Config {
@@ -101,6 +107,8 @@ impl Config {
             cluster: None,
             max_connections: defaults::MAX_CONNECTIONS,
             admin_bind: None,
+            relinquish_every: None,
+            relinquish_cron: None,
         }
     }
 
@@ -180,6 +188,7 @@ impl Config {
                 why: "must differ from the gossip address (bind_interface:bind_port)".into(),
             });
         }
+        schedule::validate(self)?;
         let renewal = self.interval + self.request_timeout;
         if self.quorum >= 2 && self.lease < renewal {
             return Err(ConfigError::Invalid {
@@ -299,6 +308,9 @@ pub struct FileConfig {
     pub accept_unsigned: Option<bool>,
     pub max_connections: Option<usize>,
     pub admin_addr: Option<SocketAddr>,
+    #[serde(default, with = "humantime_serde")]
+    pub relinquish_every: Option<Duration>,
+    pub relinquish_cron: Option<String>,
 }
 
 impl FileConfig {
@@ -321,6 +333,7 @@ impl FileConfig {
 }
 
 mod args;
+pub mod schedule;
 
 pub use args::RunArgs;
 
@@ -500,6 +513,8 @@ layer! {
     accept_unsigned: bool,
     max_connections: usize,
     admin_addr: SocketAddr,
+    relinquish_every: Duration,
+    relinquish_cron: String,
 }
 
 impl Layer {
@@ -535,6 +550,8 @@ impl Layer {
             cluster: self.cluster.filter(|c| !c.is_empty()),
             max_connections: self.max_connections.unwrap_or(defaults::MAX_CONNECTIONS),
             admin_bind: self.admin_addr,
+            relinquish_every: self.relinquish_every,
+            relinquish_cron: self.relinquish_cron,
         };
         config.validate()?;
         let hooks = HookConfig {
