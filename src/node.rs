@@ -43,6 +43,7 @@ use crate::net::{Network, PauseGate, SystemClock, Timebase, TokioNetwork, WallCl
 use crate::wire::Diag;
 
 mod protocol;
+mod relinquish;
 
 use protocol::{encode_state, Channels, Links, Protocol, Timing};
 
@@ -397,6 +398,13 @@ impl<N: Network> NodeBuilder<N> {
             ));
         }
 
+        let schedule = relinquish::Links {
+            inbound: inbound_tx.clone(),
+            leader: leader_rx.clone(),
+            clock: self.clock.clone(),
+            stop: stop.clone(),
+        };
+        relinquish::spawn(&tracker, &cfg, schedule);
         let links = Links {
             me: cfg.advertise_addr.clone(),
             client,
