@@ -21,11 +21,27 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::LeaderView;
+use super::{LeaderView, NodeError, NodeHandle};
 use crate::api::Inbound;
 use crate::config::schedule::{next_after, parse_cron};
 use crate::config::Config;
 use crate::net::WallClock;
+use crate::wire::StepDownReply;
+
+impl NodeHandle {
+    /// Give up leadership now if this node leads, as `POST /step-down` does: it takes a
+    /// new start time (it is the most junior member from now on) and the next most
+    /// senior node takes over. A node that is not the leader changes nothing and says
+    /// so (`was_leader: false`).
+    pub async fn step_down(&self) -> Result<StepDownReply, NodeError> {
+        let (tx, rx) = oneshot::channel();
+        self.inbound
+            .send(Inbound::StepDown(tx))
+            .await
+            .map_err(|_| NodeError::Stopped)?;
+        rx.await.map_err(|_| NodeError::Stopped)
+    }
+}
 
 /// When to step down, as configured.
 struct Schedule {
@@ -161,7 +177,6 @@ async fn step_down(inbound: &mpsc::Sender<Inbound>, why: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::StepDownReply;
 
     /// A wall clock that follows tokio's (paused) time from `at_zero`, at `rate`.
     struct TokioWall {
