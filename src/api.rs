@@ -12,8 +12,10 @@
 //! | `POST /step-down` | give up leadership now: `200` and a [`StepDownReply`], `409` if not the leader (les extension); on the admin listener when there is one | tag required whenever keyed |
 //!
 //! "Open" requests change nothing and make the node contact no one, so they are served
-//! to anyone (and on the admin listener, `--admin-addr`, which serves only those;
-//! `/diag` and `/metrics` then move there). Every other request is checked by
+//! to anyone (and on the admin listener, `--admin-addr`, which serves only those and
+//! the operator's `POST /step-down`; `/diag`, `/metrics` and `/step-down` then move
+//! there). A step-down needs a valid tag whenever the node is keyed, even while it
+//! accepts unsigned gossip (`accept_unsigned`): no peer ever sends one. Every other request is checked by
 //! [`crate::auth`]: the cluster name always, the tag when keyed. A refused request gets
 //! 401 (403 for another cluster), is counted in `/metrics`, logged at a rate-limited
 //! warning naming its source, and changes nothing.

@@ -621,3 +621,28 @@ fn readme_example_failover_with_a_witness() {
     assert_eq!(sim.agreed_leader().as_deref(), Some("db2"));
     insta::assert_snapshot!(sim.snapshot());
 }
+
+#[test]
+fn quorum_the_leader_steps_down_on_request() {
+    for (n, quorum) in [(3, 2), (5, 3)] {
+        let mut sim = quorum_cluster(n, quorum, &[]);
+        agree_on(&mut sim, "n1");
+        let term = sim.term("n1").expect("up");
+        let before = sim.now();
+        let reply = sim.step_down("n1").expect("n1 answers");
+        assert!(reply.was_leader, "{reply:?}");
+        agree_on(&mut sim, "n2");
+        let took = sim.now() - before;
+        // Members that confirmed n1 wait out their promise to it first.
+        assert!(
+            took < sim.config("n2").lease * 2,
+            "quorum {quorum} of {n}: {took:?}"
+        );
+        assert!(sim.term("n2").expect("up") > term);
+        let spans = sim.acting_spans();
+        assert!(
+            les::sim::first_overlap(&spans).is_none(),
+            "never two acting leaders"
+        );
+    }
+}
