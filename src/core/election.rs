@@ -35,11 +35,17 @@ impl Core {
             .is_some_and(|s| !s.leaving && s.leader.as_deref() == Some(self.me.as_str()))
     }
 
-    /// [`Event::Relinquish`](super::Event::Relinquish): a leader gives up its
-    /// seniority (the election that follows this event names the next most senior
-    /// node) and asks every member to check its state now.
+    /// [`Event::Relinquish`](super::Event::Relinquish): a leader with a member that
+    /// could lead gives up its seniority (the election that follows this event names
+    /// the next most senior node) and asks every member to check its state now.
     pub(super) fn on_relinquish(&mut self, wall: f64, out: &mut Vec<Action>) {
-        if self.leaving || self.leader.as_deref() != Some(self.me.as_str()) {
+        let successor = self
+            .members
+            .values()
+            .any(|m| m.state.as_ref().is_some_and(|s| s.eligible && !s.leaving));
+        // Without a member that could lead there is no one to hand over to: forfeiting
+        // seniority then would change nothing but this node's start time.
+        if self.leaving || !successor || self.leader.as_deref() != Some(self.me.as_str()) {
             return;
         }
         // Junior to every member it knows, whatever the clocks say: a wall clock

@@ -124,7 +124,8 @@ pub enum Event {
     /// start time becomes `wall`, epoch seconds, or just after its old one), names the
     /// next most senior node and asks every member to check its state now
     /// ([`Action::Notify`]), so they all elect that node within a round trip. It stays
-    /// eligible: it is merely junior. A node that is not the leader ignores it.
+    /// eligible: it is merely junior. A node that is not the leader, or that has no
+    /// eligible member to hand over to, ignores it.
     Relinquish { wall: f64 },
     /// The time returned by [`Core::next_deadline`](super::Core::next_deadline) has come (a lease or a promise may
     /// have run out). Carries no other information.

@@ -119,3 +119,24 @@ fn the_old_leader_does_not_take_leadership_back() {
     assert!(changes(&out).is_empty());
     assert_eq!(a.leader(), Some(B));
 }
+
+#[test]
+fn a_leader_with_no_one_to_hand_over_to_changes_nothing() {
+    let mut alone = node(A, 10.0, &[A]);
+    tick(&mut alone, ms(0));
+    assert_eq!(alone.leader(), Some(A));
+    assert!(alone
+        .handle(ms(1), Event::Relinquish { wall: 2000.0 })
+        .is_empty());
+    assert_eq!(alone.start_time(), 10.0);
+
+    let mut a = node(A, 10.0, &[A, B]);
+    tick(&mut a, ms(0));
+    let mut witness = state(&[B, A], Some(A), 20.0, 1);
+    witness.eligible = false;
+    recv(&mut a, ms(1), B, witness);
+    assert_eq!(a.leader(), Some(A));
+    let out = a.handle(ms(2), Event::Relinquish { wall: 2000.0 });
+    assert!(out.is_empty(), "a witness cannot take over: {out:?}");
+    assert_eq!((a.start_time(), a.leader()), (10.0, Some(A)));
+}
