@@ -9,10 +9,13 @@
 //! | `POST /leave/{addr}` | `{addr}` says it is leaving: checked with `{addr}`, then dropped (les extension) | tag required |
 //! | `GET /probe/{addr}` | `200` if this node can ping member `{addr}`, `503` if not; `403` for a non-member, never contacted (les extension, SWIM indirect probe); [`crate::wire::PROBE_TIMEOUT_HEADER`] bounds the ping | tag required |
 //! | `GET /metrics` | counters in Prometheus text format (les extension) | open |
+//! | `POST /step-down` | give up leadership now: `200` and a [`StepDownReply`], `409` if not the leader (les extension); on the admin listener when there is one | tag required whenever keyed |
 //!
 //! "Open" requests change nothing and make the node contact no one, so they are served
-//! to anyone (and on the admin listener, `--admin-addr`, which serves only those;
-//! `/diag` and `/metrics` then move there). Every other request is checked by
+//! to anyone (and on the admin listener, `--admin-addr`, which serves only those and
+//! the operator's `POST /step-down`; `/diag`, `/metrics` and `/step-down` then move
+//! there). A step-down needs a valid tag whenever the node is keyed, even while it
+//! accepts unsigned gossip (`accept_unsigned`): no peer ever sends one. Every other request is checked by
 //! [`crate::auth`]: the cluster name always, the tag when keyed. A refused request gets
 //! 401 (403 for another cluster), is counted in `/metrics`, logged at a rate-limited
 //! warning naming its source, and changes nothing.
@@ -47,7 +50,7 @@ use crate::auth::{Auth, Rejection, Verified, AUTH_HEADER, CLUSTER_HEADER};
 use crate::client::PeerClient;
 use crate::metrics::Metrics;
 use crate::net::{Network, PauseGate, Timebase, WallClock};
-use crate::wire::{check_addr, state_etag, Diag};
+use crate::wire::{check_addr, state_etag, Diag, StepDownReply};
 
 pub(crate) mod listen;
 
@@ -61,6 +64,9 @@ pub(crate) enum Inbound {
     LeaveReceived(String),
     /// `/diag` wants the current document.
     Diag(oneshot::Sender<Diag>),
+    /// `POST /step-down` (or a relinquish schedule): give up leadership now if this
+    /// node leads, and say what happened. Every backend's loop answers it.
+    StepDown(oneshot::Sender<StepDownReply>),
 }
 
 /// What the protocol loop publishes for the server, and what the server tells the
@@ -215,6 +221,7 @@ enum Target<'a> {
     Leave(&'a str),
     Probe(&'a str),
     Metrics,
+    StepDown,
     /// A known resource with the wrong method.
     WrongMethod,
     NotFound,
@@ -242,7 +249,8 @@ impl<'a> Target<'a> {
             (&Method::POST, "leave", Some(a)) => Target::Leave(a),
             (&Method::GET, "probe", Some(a)) => Target::Probe(a),
             (&Method::GET, "metrics", None) => Target::Metrics,
-            (_, "ping" | "state" | "diag" | "leave" | "probe" | "metrics", _) => {
+            (&Method::POST, "step-down", None) => Target::StepDown,
+            (_, "ping" | "state" | "diag" | "leave" | "probe" | "metrics" | "step-down", _) => {
                 Target::WrongMethod
             }
             _ => Target::NotFound,
@@ -253,8 +261,19 @@ impl<'a> Target<'a> {
     fn is_open(&self) -> bool {
         !matches!(
             self,
-            Target::StateFor(_) | Target::Leave(_) | Target::Probe(_)
+            Target::StateFor(_) | Target::Leave(_) | Target::Probe(_) | Target::StepDown
         )
+    }
+
+    /// Served on the admin listener: the open requests, and the operator's step-down.
+    fn on_admin(&self) -> bool {
+        self.is_open() || *self == Target::StepDown
+    }
+
+    /// Must carry a valid tag whenever the node has a keyring, even while it accepts
+    /// unsigned gossip (`accept_unsigned`): an unsigned step-down is never a peer's.
+    fn always_signed(&self) -> bool {
+        *self == Target::StepDown
     }
 }
 
@@ -275,7 +294,7 @@ pub(crate) async fn handle<N: Network>(
             StatusCode::PAYLOAD_TOO_LARGE,
             "request bodies are not accepted\n",
         )
-    } else if listener == Listener::Admin && !target.is_open() {
+    } else if listener == Listener::Admin && !target.on_admin() {
         Answer::text(StatusCode::NOT_FOUND, "not served on the admin address\n")
     } else {
         let header = |name| req.headers().get(name).map(|v| v.to_str().unwrap_or(""));
@@ -288,7 +307,11 @@ pub(crate) async fn handle<N: Network>(
             header(CLUSTER_HEADER),
             now,
         );
+        let keyed = api.auth.settings().keyring.is_some();
         let verified = match verdict {
+            Ok(Verified::Unsigned) if keyed && target.always_signed() => {
+                return (api.refuse(Rejection::Unsigned, peer, method, path), false)
+            }
             Ok(v) => v,
             Err(_) if target.is_open() => Verified::Unsigned,
             Err(why) => return (api.refuse(why, peer, method, path), false),
@@ -389,11 +412,12 @@ async fn route<N: Network>(
                 Some((body, _)) => Answer::json(body),
             }
         }
-        Target::Diag | Target::Metrics if admin_only => Answer::text(
+        Target::Diag | Target::Metrics | Target::StepDown if admin_only => Answer::text(
             StatusCode::NOT_FOUND,
             "served on the admin address (--admin-addr)\n",
         ),
         Target::Diag => diag(api).await,
+        Target::StepDown => step_down(api).await,
         Target::Leave(addr) => {
             let _ = api
                 .inbound
@@ -424,19 +448,51 @@ async fn route<N: Network>(
 }
 
 async fn diag<N: Network>(api: &Api<N>) -> Answer {
+    match ask_loop(api, Inbound::Diag).await {
+        Ok(diag) => pretty_json(StatusCode::OK, &diag),
+        Err(answer) => answer,
+    }
+}
+
+/// `POST /step-down`: `200` with the loop's reply when this node stepped down, `409`
+/// (with the same document) when it is not the leader.
+async fn step_down<N: Network>(api: &Api<N>) -> Answer {
+    match ask_loop(api, Inbound::StepDown).await {
+        Ok(reply) if reply.was_leader => pretty_json(StatusCode::OK, &reply),
+        Ok(reply) => pretty_json(StatusCode::CONFLICT, &reply),
+        Err(answer) => answer,
+    }
+}
+
+/// Ask the protocol loop a question (without waiting for room in its queue) and wait
+/// for its answer; `Err` is what to answer when there is none.
+async fn ask_loop<N: Network, T>(
+    api: &Api<N>,
+    question: impl FnOnce(oneshot::Sender<T>) -> Inbound,
+) -> Result<T, Answer> {
     let (tx, rx) = oneshot::channel();
-    if api.inbound.try_send(Inbound::Diag(tx)).is_err() {
-        return Answer::text(StatusCode::SERVICE_UNAVAILABLE, "busy");
+    if api.inbound.try_send(question(tx)).is_err() {
+        return Err(Answer::text(StatusCode::SERVICE_UNAVAILABLE, "busy"));
     }
     match tokio::time::timeout(Duration::from_secs(5), rx).await {
-        Ok(Ok(diag)) => match serde_json::to_vec_pretty(&diag) {
-            Ok(mut body) => {
-                body.push(b'\n');
-                Answer::json(Bytes::from(body))
+        Ok(Ok(answer)) => Ok(answer),
+        _ => Err(Answer::text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "node is stopping",
+        )),
+    }
+}
+
+fn pretty_json(status: StatusCode, doc: &impl serde::Serialize) -> Answer {
+    match serde_json::to_vec_pretty(doc) {
+        Ok(mut body) => {
+            body.push(b'\n');
+            Answer {
+                status,
+                ..Answer::json(Bytes::from(body))
             }
-            Err(_) => Answer::text(StatusCode::INTERNAL_SERVER_ERROR, "cannot encode diag"),
-        },
-        _ => Answer::text(StatusCode::SERVICE_UNAVAILABLE, "node is stopping"),
+        }
+        Err(_) => Answer::text(StatusCode::INTERNAL_SERVER_ERROR, "cannot encode answer"),
     }
 }
 

@@ -31,7 +31,7 @@ use crate::auth::{Auth, Rejection, RequestTag, AUTH_HEADER, CLUSTER_HEADER};
 use crate::core::Failure;
 use crate::metrics::Metrics;
 use crate::net::{Network, SystemClock, WallClock};
-use crate::wire::{state_etag, PeerState, StateParseError, PROBE_TIMEOUT_HEADER};
+use crate::wire::{state_etag, PeerState, StateParseError, StepDownReply, PROBE_TIMEOUT_HEADER};
 
 /// How long a pooled connection may sit idle before the client closes it; shorter
 /// than [`crate::api::HEADER_READ_TIMEOUT`].
@@ -63,6 +63,10 @@ pub enum ContactError {
         /// The peer's reason, from its answer body (at most 200 bytes).
         reason: String,
     },
+    /// 409, with its (authenticated) body: the request conflicts with the node's
+    /// state (`POST /step-down` to a node that is not the leader).
+    #[error("answered HTTP 409 Conflict")]
+    Conflict(Bytes),
     /// The answer's tag is missing or wrong.
     #[error("answer failed authentication: {0}")]
     Auth(Rejection),
@@ -97,6 +101,7 @@ impl ContactError {
             ContactError::Status(hyper::StatusCode::SERVICE_UNAVAILABLE) => Failure::Leaving,
             ContactError::Status(_)
             | ContactError::Refused { .. }
+            | ContactError::Conflict(_)
             | ContactError::Auth(_)
             | ContactError::Cluster { .. }
             | ContactError::Body(_)
@@ -259,6 +264,17 @@ impl<N: Network> PeerClient<N> {
             .map(|_| ())
     }
 
+    /// `POST /step-down` at `addr` (`les step-down`): the node's reply, whether it
+    /// stepped down (`200`) or was not the leader (`409`, `was_leader: false`).
+    pub async fn step_down(&self, addr: &str) -> Result<StepDownReply, ContactError> {
+        let body = match self.request(Method::POST, addr, "/step-down").await {
+            Ok(body) | Err(ContactError::Conflict(body)) => body,
+            Err(e) => return Err(e),
+        };
+        serde_json::from_slice(&body)
+            .map_err(|e| ContactError::Body(format!("not a step-down reply: {e}")))
+    }
+
     /// `GET {path}` at `addr`, returning the raw body (used by `les status`).
     pub async fn get(&self, addr: &str, path: &str) -> Result<Bytes, ContactError> {
         self.request(Method::GET, addr, path).await
@@ -386,15 +402,16 @@ impl<N: Network> PeerClient<N> {
                 reason: reason.trim().to_string(),
             });
         }
-        if status.is_success() || status == StatusCode::SERVICE_UNAVAILABLE {
+        let believed = [StatusCode::SERVICE_UNAVAILABLE, StatusCode::CONFLICT];
+        if status.is_success() || believed.contains(&status) {
             self.auth
                 .verify_answer(tag, status.as_u16(), answer_tag, &body)
                 .map_err(ContactError::Auth)?;
         }
-        if status.is_success() {
-            Ok(Reply::Body(body))
-        } else {
-            Err(ContactError::Status(status))
+        match status {
+            s if s.is_success() => Ok(Reply::Body(body)),
+            StatusCode::CONFLICT => Err(ContactError::Conflict(body)),
+            _ => Err(ContactError::Status(status)),
         }
     }
 }

@@ -79,6 +79,12 @@ pub struct Config {
     /// [`crate::backend`]). Under a database the gossip-only settings (`seeds`,
     /// `quorum`, `fanout`, …) are ignored.
     pub backend: Backend,
+    /// A leader that has led this long steps down on purpose (see
+    /// [`crate::node`]'s relinquish schedule); `None` = never.
+    pub relinquish_every: Option<Duration>,
+    /// A cron expression (five fields, or six with seconds first; UTC): at each time
+    /// it names, the leader steps down. `None` = never.
+    pub relinquish_cron: Option<String>,
 }
 
 impl Config {
@@ -107,6 +113,8 @@ impl Config {
             max_connections: defaults::MAX_CONNECTIONS,
             admin_bind: None,
             backend: Backend::Gossip,
+            relinquish_every: None,
+            relinquish_cron: None,
         }
     }
 
@@ -189,6 +197,7 @@ impl Config {
                 why: "must differ from the gossip address (bind_interface:bind_port)".into(),
             });
         }
+        schedule::validate(self)?;
         let renewal = self.interval + self.request_timeout;
         if self.quorum >= 2 && self.lease < renewal {
             return Err(ConfigError::Invalid {
@@ -310,6 +319,9 @@ pub struct FileConfig {
     /// `gossip` or a `postgres://` URL.
     pub backend: Option<String>,
     pub admin_addr: Option<SocketAddr>,
+    #[serde(default, with = "humantime_serde")]
+    pub relinquish_every: Option<Duration>,
+    pub relinquish_cron: Option<String>,
 }
 
 impl FileConfig {
@@ -332,6 +344,7 @@ impl FileConfig {
 }
 
 mod args;
+pub mod schedule;
 mod store;
 
 pub use args::RunArgs;
@@ -513,6 +526,8 @@ layer! {
     max_connections: usize,
     admin_addr: SocketAddr,
     backend: String,
+    relinquish_every: Duration,
+    relinquish_cron: String,
 }
 
 impl Layer {
@@ -564,6 +579,8 @@ impl Layer {
             max_connections: self.max_connections.unwrap_or(defaults::MAX_CONNECTIONS),
             admin_bind: self.admin_addr,
             backend,
+            relinquish_every: self.relinquish_every,
+            relinquish_cron: self.relinquish_cron,
         };
         config.validate()?;
         let hooks = HookConfig {

@@ -365,6 +365,7 @@ impl Core {
             self.cooldown_until = None;
         }
         let leader_before = self.leader.clone();
+        let awaiting_before = self.awaiting_votes();
         self.note_wake(matches!(event, Event::Wake));
         self.check_lease(&mut out);
         self.check_resumed(&mut out);
@@ -409,6 +410,7 @@ impl Core {
                 self.cooldown_until = Some(now + cooldown);
                 self.forfeit_seniority("stepped down", &mut out);
             }
+            Event::Relinquish { wall } => self.on_relinquish(wall, &mut out),
             Event::Wake => {}
             Event::VoteServed { to, at } => self.on_vote_served(to, at),
         }
@@ -418,16 +420,17 @@ impl Core {
         if !self.leaving {
             self.elect(&mut out);
         }
-        if self.leader != leader_before && !self.leaving {
+        let awaiting = self.awaiting_votes();
+        if (self.leader != leader_before || (awaiting && !awaiting_before)) && !self.leaving {
             // Gossip on change. Others learn a vote by fetching the voter, so contacting
             // the new leader is enough for a follower: the leader, if still waiting for
             // votes, fetches back whoever contacts it. A node that now waits for votes
-            // itself collects them from every member at once.
+            // itself (with no leader, or after a hand-over) collects them from every
+            // member at once.
             let targets: Vec<String> = match &self.leader {
+                _ if awaiting => self.members.keys().cloned().collect(),
                 Some(l) if *l != self.me => vec![l.clone()],
-                Some(_) => Vec::new(),
-                None if self.awaiting_votes() => self.members.keys().cloned().collect(),
-                None => Vec::new(),
+                _ => Vec::new(),
             };
             for addr in targets {
                 self.fetch(addr, &mut out);

@@ -44,6 +44,7 @@ use crate::net::{Network, PauseGate, SystemClock, Timebase, TokioNetwork, WallCl
 use crate::wire::Diag;
 
 mod protocol;
+mod relinquish;
 mod startup;
 mod store;
 
@@ -405,6 +406,14 @@ impl<N: Network> NodeBuilder<N> {
             ));
         }
 
+        // The relinquish schedule asks whichever loop runs, as POST /step-down does.
+        let schedule = relinquish::Links {
+            inbound: inbound_tx.clone(),
+            leader: leader_rx.clone(),
+            clock: self.clock.clone(),
+            stop: stop.clone(),
+        };
+        relinquish::spawn(&tracker, &cfg, schedule);
         if let Backend::Postgres(url) = &cfg.backend {
             let links = StoreLinks {
                 dispatch_tx,

@@ -312,6 +312,29 @@ pub struct BackendInfo {
     pub live_members: usize,
 }
 
+/// The answer to `POST /step-down` (les extension), from any backend: `200` when
+/// this node was the leader and gave leadership up, `409` when it was not (and
+/// changed nothing).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepDownReply {
+    /// This node's address.
+    pub node: String,
+    /// Whether this node was the leader when asked (so it stepped down).
+    pub was_leader: bool,
+    /// The leader this node followed or was before the request.
+    pub leader_before: Option<String>,
+    /// The leader this node names right after it (gossip backend: the next most
+    /// senior node, which takes over once every member names it, a round trip later).
+    pub leader: Option<String>,
+    /// This node's term after the request (higher than before after a step-down).
+    pub term: u64,
+    /// This node's start time (seniority) after the request, epoch seconds; a
+    /// step-down makes it the newest.
+    pub start_time: f64,
+    /// For humans: what happened.
+    pub message: String,
+}
+
 /// The failure detector's view of the network and of this node (`/diag/`, les
 /// extension; see `core::health`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -204,3 +204,21 @@ fn keygen_prints_a_key_a_key_file_accepts() {
         "keys are random"
     );
 }
+
+#[test]
+fn a_bad_relinquish_schedule_exits_2_and_names_it() {
+    let out = les_node(&["--relinquish-cron", "61 * * * *"], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("`relinquish_cron` \"61 * * * *\""),
+        "{}",
+        stderr(&out)
+    );
+    let out = les_node(&[], &[("LES_RELINQUISH_EVERY", "1s")]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("`relinquish_every` must leave at least 3 rounds"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -244,6 +244,72 @@ fn a_database_outage_stops_the_leader_and_a_restart_brings_leadership_back() {
 }
 
 #[test]
+fn les_step_down_and_a_relinquish_schedule_move_leadership_to_the_next_most_senior() {
+    let Some(pg) = PgServer::start() else {
+        return;
+    };
+    let url = pg.url();
+    let log = pg.dir().join("les.log");
+    let ports = free_ports(3);
+    let addrs = addrs_of(&ports);
+    let mut fence = Fence::default();
+    let mut procs = start_staggered(&ports, &url, &log, &[]);
+    assert_eq!(fence.agreed(&addrs), addrs[0]);
+
+    // A follower refuses and nothing changes.
+    let out = Command::new(env!("CARGO_BIN_EXE_les"))
+        .args(["step-down", "--node", &addrs[1]])
+        .output()
+        .expect("run les step-down");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not the leader"));
+    assert_eq!(fence.look(&addrs).as_deref(), Some(addrs[0].as_str()));
+
+    // The leader steps down: node 1 leads with a higher term, node 0 is junior.
+    let out = Command::new(env!("CARGO_BIN_EXE_les"))
+        .args(["step-down", "--node", &addrs[0]])
+        .output()
+        .expect("run les step-down");
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{said} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        said.contains(&format!("leader after:  {}", addrs[1])),
+        "{said}"
+    );
+    assert_eq!(fence.agreed(&addrs), addrs[1]);
+    let junior = pg.psql("SELECT addr FROM les_member ORDER BY registered_at DESC LIMIT 1");
+    assert_eq!(
+        junior, addrs[0],
+        "the node that stepped down is the most junior"
+    );
+
+    // A relinquish schedule: with node 1 gone, nodes 2 and 0 restarted with
+    // --relinquish-every 1s hand leadership back and forth, each stepping down once it
+    // has led for a second, with a higher term every time.
+    procs[1].signal(libc::SIGTERM);
+    assert_eq!(procs[1].wait_exit(WAIT), Some(0));
+    let rest = vec![addrs[0].clone(), addrs[2].clone()];
+    assert_eq!(fence.agreed(&rest), addrs[2]);
+    procs[2].signal(libc::SIGTERM);
+    assert_eq!(procs[2].wait_exit(WAIT), Some(0));
+    procs[2] = start(ports[2], &url, &log, &["--relinquish-every", "1s"]);
+    procs[0].signal(libc::SIGTERM);
+    assert_eq!(procs[0].wait_exit(WAIT), Some(0));
+    procs[0] = start(ports[0], &url, &log, &["--relinquish-every", "1s"]);
+    let pair = vec![addrs[0].clone(), addrs[2].clone()];
+    let first = fence.agreed(&pair);
+    wait_for("the schedule to rotate leadership", WAIT, || {
+        fence.look(&pair).filter(|l| *l != first)
+    });
+    let terms = fence.terms();
+    assert!(terms.windows(2).all(|w| w[0].0 < w[1].0), "{terms:?}");
+}
+
+#[test]
 fn tls_to_the_database_is_verified_against_the_root_the_url_names() {
     let Some(mut pg) = PgServer::start() else {
         return;

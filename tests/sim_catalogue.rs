@@ -175,6 +175,66 @@ fn the_leader_leaves_gracefully() {
     insta::assert_snapshot!(settled(&mut sim, "n2"));
 }
 
+#[test]
+fn the_leader_steps_down_on_request() {
+    let mut sim = three_staggered();
+    let before = sim.now();
+    let term = sim.term("n1").expect("up");
+    let asked = sim.step_down("n2").expect("n2 answers");
+    assert!(!asked.was_leader, "a follower changes nothing: {asked:?}");
+    assert_eq!(changes_since(&sim, before), 0);
+    let reply = sim.step_down("n1").expect("n1 answers");
+    assert!(reply.was_leader && reply.term > term, "{reply:?}");
+    // Every member hears at once: the hand-over takes round trips, not a round.
+    let took = sim.run_until_agreed(AGREE_WITHIN);
+    assert!(
+        took.is_some_and(|t| t < sim.config("n2").interval),
+        "{took:?}"
+    );
+    assert_eq!(sim.agreed_leader().as_deref(), Some("n2"));
+    sim.run_for(secs(3));
+    // One change per node, straight from n1 to n2 with a higher term; n1, now the most
+    // junior, does not take it back.
+    let changes: Vec<_> = sim
+        .leader_changes()
+        .into_iter()
+        .filter(|c| c.at_ms > before.as_millis() as u64)
+        .collect();
+    assert_eq!(changes.len(), 3, "{changes:?}");
+    assert!(changes.iter().all(|c| c.from.as_deref() == Some("n1")
+        && c.to.as_deref() == Some("n2")
+        && c.term > term));
+    assert_eq!(sim.most_senior().as_deref(), Some("n2"));
+    insta::assert_snapshot!(settled(&mut sim, "n2"));
+}
+
+#[test]
+fn a_relinquish_schedule_rotates_leadership_once_per_period() {
+    let mut sim = Cluster::builder()
+        .seed(1)
+        .configure(|c| c.relinquish_every = Some(secs(5)))
+        .nodes(["n1", "n2", "n3"])
+        .build();
+    for name in ["n1", "n2", "n3"] {
+        sim.start(name);
+        sim.run_for(secs(1));
+    }
+    agree_on(&mut sim, "n1");
+    let agreed = sim.now();
+    let mut leaders = Vec::new();
+    for _ in 0..4 {
+        sim.run_for(secs(5));
+        leaders.push(sim.agreed_leader());
+    }
+    let leaders: Vec<Option<&str>> = leaders.iter().map(Option::as_deref).collect();
+    assert_eq!(leaders, [Some("n2"), Some("n3"), Some("n1"), Some("n2")]);
+    assert_eq!(
+        changes_since(&sim, agreed),
+        4 * 3,
+        "each rotation is one change per node"
+    );
+}
+
 // 4. No preemption.
 
 #[test]
@@ -560,4 +620,29 @@ fn readme_example_failover_with_a_witness() {
         .expect("failover");
     assert_eq!(sim.agreed_leader().as_deref(), Some("db2"));
     insta::assert_snapshot!(sim.snapshot());
+}
+
+#[test]
+fn quorum_the_leader_steps_down_on_request() {
+    for (n, quorum) in [(3, 2), (5, 3)] {
+        let mut sim = quorum_cluster(n, quorum, &[]);
+        agree_on(&mut sim, "n1");
+        let term = sim.term("n1").expect("up");
+        let before = sim.now();
+        let reply = sim.step_down("n1").expect("n1 answers");
+        assert!(reply.was_leader, "{reply:?}");
+        agree_on(&mut sim, "n2");
+        let took = sim.now() - before;
+        // Members that confirmed n1 wait out their promise to it first.
+        assert!(
+            took < sim.config("n2").lease * 2,
+            "quorum {quorum} of {n}: {took:?}"
+        );
+        assert!(sim.term("n2").expect("up") > term);
+        let spans = sim.acting_spans();
+        assert!(
+            les::sim::first_overlap(&spans).is_none(),
+            "never two acting leaders"
+        );
+    }
 }

@@ -130,4 +130,8 @@ pub struct Args {
     /// default) instead of the benchmark's own, which is raised to the hard limit.
     #[arg(long)]
     pub flood_node_nofile: Option<u64>,
+    /// Only time operator step-downs (`POST /step-down`) on 3 nodes, this many trials;
+    /// prints a table and a JSON line, writes nothing.
+    #[arg(long, default_value_t = 0)]
+    pub stepdown_trials: usize,
 }

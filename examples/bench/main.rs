@@ -12,7 +12,8 @@
 //! alone and writes only its own section. In network namespaces (`netruns.rs`, as
 //! root): `--partition-trials`, `--vanish-trials` (a leader host that vanishes) and
 //! `--loss-trials` (packet loss on every node); with `--partition-only`,
-//! `--vanish-only` or `--loss-only` only those run.
+//! `--vanish-only` or `--loss-only` only those run. `--stepdown-trials N`
+//! (`stepdown.rs`) times operator step-downs on 3 nodes, alone, and only prints.
 
 mod args;
 mod authcost;
@@ -30,6 +31,7 @@ mod report;
 mod scale;
 mod scale_report;
 mod stats;
+mod stepdown;
 mod vanish;
 
 use std::path::PathBuf;
@@ -349,6 +351,12 @@ fn auth_and_flood(args: &Args) -> anyhow::Result<()> {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if args.stepdown_trials > 0 {
+        let r = stepdown::run(&les_binary(&args)?, &args.node_args, args.stepdown_trials)?;
+        println!("{}", stepdown::table(&r));
+        println!("{}", serde_json::to_string(&r)?);
+        return Ok(());
+    }
     if args.auth_compare || args.flood {
         return auth_and_flood(&args);
     }

@@ -28,7 +28,7 @@ use crate::hooks::Dispatch;
 use crate::metrics::Metrics;
 use crate::net::Timebase;
 use crate::node::LeaderView;
-use crate::wire::{BackendInfo, Diag, MemberInfo, PeerState};
+use crate::wire::{BackendInfo, Diag, MemberInfo, PeerState, StepDownReply};
 
 /// The first retry after a failed round; doubled up to the round interval.
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
@@ -162,6 +162,11 @@ impl<S: LeaseStore> StoreLoop<S> {
                         let _ = reply.send(self.diag());
                         continue;
                     }
+                    Inbound::StepDown(reply) => {
+                        let answer = self.step_down().await;
+                        let _ = reply.send(answer);
+                        continue;
+                    }
                     Inbound::Announced(_) | Inbound::LeaveReceived(_) => continue,
                 },
                 alive = self.store.changed(), if self.connected => {
@@ -272,6 +277,51 @@ impl<S: LeaseStore> StoreLoop<S> {
             })
             .await;
             self.me.incarnation = incarnation;
+        }
+    }
+
+    /// An operator's step-down (`POST /step-down`, `les step-down`, a relinquish
+    /// schedule): stop acting, hand the lease back and register again as junior, so
+    /// the next most senior takes over at once. Refused, changing nothing, when this
+    /// node does not act as leader or no other live eligible member could take over.
+    async fn step_down(&mut self) -> StepDownReply {
+        // Fresh news first: who is live now, and whether this node still holds it.
+        self.round().await;
+        let leader_before = self.tenure.leader().map(str::to_string);
+        let me = self.me.addr.clone();
+        let acting = self.tenure.is_acting(self.now());
+        let successor = self.view.as_ref().and_then(|v| {
+            v.members
+                .iter()
+                .find(|m| m.live && m.eligible && m.addr != me)
+                .map(|m| m.addr.clone())
+        });
+        let message = match (acting, &successor) {
+            (false, _) => match &leader_before {
+                Some(l) => format!("not the leader: {l} leads; nothing changed"),
+                None => "not the leader: no leader yet; nothing changed".to_string(),
+            },
+            (true, None) => format!("no other eligible member to hand over to: {me} still leads"),
+            (true, Some(next)) => {
+                tracing::info!(term = self.tenure.term(), "stepping down on request");
+                self.give_up().await;
+                self.round().await;
+                format!("stepped down: {me} is now the most junior member and {next} takes over")
+            }
+        };
+        let start_time = self.state().start_time;
+        StepDownReply {
+            node: me,
+            was_leader: acting,
+            leader_before,
+            leader: self
+                .tenure
+                .leader()
+                .map(str::to_string)
+                .or(successor.filter(|_| acting)),
+            term: self.tenure.term(),
+            start_time,
+            message,
         }
     }
 

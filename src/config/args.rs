@@ -140,6 +140,16 @@ pub struct RunArgs {
     /// only there (firewall it apart from the gossip port).
     #[arg(long, env = "LES_ADMIN_ADDR", value_name = "IP:PORT")]
     pub admin_addr: Option<SocketAddr>,
+    /// Rotate leadership on purpose: a leader that has led this long steps down (the
+    /// next most senior node takes over, this one rejoins as junior). At least three
+    /// rounds (3 × --interval). Off unless set
+    #[arg(long, env = "LES_RELINQUISH_EVERY", value_name = "DURATION", value_parser = parse_duration)]
+    pub relinquish_every: Option<Duration>,
+    /// Rotate leadership on a schedule: at each time this cron expression names (five
+    /// fields, or six with seconds first, in UTC; e.g. "0 3 * * *" for 03:00 daily), the
+    /// leader steps down. Off unless set
+    #[arg(long, env = "LES_RELINQUISH_CRON", value_name = "EXPR")]
+    pub relinquish_cron: Option<String>,
 }
 
 /// The default `--help` shows for the flag with clap id `id` (the field name), from

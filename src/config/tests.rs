@@ -149,7 +149,13 @@ fn the_example_file_parses_and_sets_every_key() {
     // `loop_rate` is the Python alias of `interval`, and giving both is an error;
     // `key_file` and `admin_addr` have no default value and switch features on. The
     // example documents them in comments.
-    let commented = ["loop_rate", "key_file", "admin_addr"];
+    let commented = [
+        "loop_rate",
+        "key_file",
+        "admin_addr",
+        "relinquish_every",
+        "relinquish_cron",
+    ];
     let unset: Vec<&String> = obj
         .iter()
         .filter(|(k, v)| v.is_null() && !commented.contains(&k.as_str()))
@@ -314,4 +320,72 @@ fn a_database_backend_needs_no_seeds_checks_its_timings_and_names_the_key() {
     let err = a.resolve_with(FileConfig::default()).unwrap_err();
     assert!(err.to_string().contains("`backend`"), "{err}");
     assert!(err.to_string().contains("sslmode=always"), "{err}");
+}
+
+#[test]
+fn relinquish_schedules_are_read_from_every_layer_and_checked_naming_the_key() {
+    let file =
+        FileConfig::parse("relinquish_every = \"1h\"\nrelinquish_cron = \"0 3 * * *\"\n").unwrap();
+    let r = args().resolve_with(file).unwrap();
+    assert_eq!(r.config.relinquish_every, Some(Duration::from_secs(3600)));
+    assert_eq!(r.config.relinquish_cron.as_deref(), Some("0 3 * * *"));
+    assert_eq!(
+        args()
+            .resolve_with(FileConfig::default())
+            .unwrap()
+            .config
+            .relinquish_every,
+        None
+    );
+
+    let err = |a: RunArgs| {
+        a.resolve_with(FileConfig::default())
+            .unwrap_err()
+            .to_string()
+    };
+    let mut a = args();
+    a.relinquish_every = Some(Duration::ZERO);
+    assert!(err(a).contains("`relinquish_every` must leave at least 3 rounds"));
+    let mut a = args();
+    a.interval = Some(Duration::from_secs(2));
+    a.relinquish_every = Some(Duration::from_secs(5));
+    assert!(err(a).contains("`relinquish_every`"), "5s < 3 rounds of 2s");
+    let mut a = args();
+    a.relinquish_every = Some(Duration::from_secs(3));
+    a.resolve_with(FileConfig::default())
+        .expect("3 rounds of 1s");
+
+    let mut a = args();
+    a.relinquish_cron = Some("61 * * * *".into());
+    let e = err(a);
+    assert!(e.starts_with("`relinquish_cron` \"61 * * * *\": "), "{e}");
+    let mut a = args();
+    a.relinquish_cron = Some("* * * * * *".into());
+    assert!(
+        err(a).contains("`relinquish_cron` must leave at least 3 rounds"),
+        "every second"
+    );
+    let mut a = args();
+    a.relinquish_cron = Some(" ".into());
+    assert!(err(a).contains("`relinquish_cron`"));
+    let mut a = args();
+    a.relinquish_cron = Some("*/10 * * * * *".into());
+    a.resolve_with(FileConfig::default())
+        .expect("every 10 s, with seconds");
+}
+
+#[test]
+fn a_cron_expression_names_its_next_time_in_utc() {
+    let cron = schedule::parse_cron("0 3 * * *").unwrap();
+    // 2026-01-01T00:00:00Z is 1767225600.
+    assert_eq!(
+        schedule::next_after(&cron, 1_767_225_600.0),
+        Some(1_767_236_400.0)
+    );
+    assert_eq!(
+        schedule::next_after(&cron, 1_767_236_400.0),
+        Some(1_767_322_800.0),
+        "strictly after"
+    );
+    assert_eq!(schedule::next_after(&cron, f64::NAN), None);
 }

@@ -12,9 +12,53 @@ use super::{Action, Core, LeaderChange};
 pub(super) type NomineeCache = std::cell::RefCell<Option<((u64, bool, u64), Option<String>)>>;
 
 impl Core {
-    /// This node nominates itself and has no leader yet: it is collecting votes.
+    /// This node nominates itself and does not lead yet (it has no leader, or a
+    /// leader that handed over to it): it is collecting votes.
     pub(super) fn awaiting_votes(&self) -> bool {
-        self.leader.is_none() && self.nominee().as_deref() == Some(self.me.as_str())
+        (self.leader.is_none() || self.handed_over())
+            && self.nominee().as_deref() == Some(self.me.as_str())
+    }
+
+    /// The leader this node follows is still a member and its own state names this
+    /// node as leader: it stepped down in this node's favour. Until every member
+    /// confirms this node, it keeps following that leader instead of passing through
+    /// "no leader", so a hand-over is one leader change on every node, not two. Nobody
+    /// acts as leader meanwhile: the old one names this node, and this node does not
+    /// name itself yet.
+    pub(super) fn handed_over(&self) -> bool {
+        let Some(l) = self.leader.as_deref().filter(|l| *l != self.me) else {
+            return false;
+        };
+        self.members
+            .get(l)
+            .and_then(|m| m.state.as_ref())
+            .is_some_and(|s| !s.leaving && s.leader.as_deref() == Some(self.me.as_str()))
+    }
+
+    /// [`Event::Relinquish`](super::Event::Relinquish): a leader with a member that
+    /// could lead gives up its seniority (the election that follows this event names
+    /// the next most senior node) and asks every member to check its state now.
+    pub(super) fn on_relinquish(&mut self, wall: f64, out: &mut Vec<Action>) {
+        let successor = self
+            .members
+            .values()
+            .any(|m| m.state.as_ref().is_some_and(|s| s.eligible && !s.leaving));
+        // Without a member that could lead there is no one to hand over to: forfeiting
+        // seniority then would change nothing but this node's start time.
+        if self.leaving || !successor || self.leader.as_deref() != Some(self.me.as_str()) {
+            return;
+        }
+        // Junior to every member it knows, whatever the clocks say: a wall clock
+        // behind a member's start time must not leave this node the most senior.
+        let newest = self
+            .members
+            .values()
+            .filter_map(|m| m.state.as_ref().map(|s| s.start_time))
+            .fold(wall, |newest, t| newest.max(t + 1e-6));
+        self.forfeit_seniority_at(newest, "stepped down on request", out);
+        for addr in self.members.keys() {
+            out.push(Action::Notify { addr: addr.clone() });
+        }
     }
 
     /// The most senior eligible node among this one and the members whose state we hold.
@@ -78,6 +122,8 @@ impl Core {
                 });
                 if self.leader.as_deref() == Some(self.me.as_str()) || confirmed {
                     Some(n)
+                } else if self.handed_over() {
+                    self.leader.clone()
                 } else {
                     None
                 }

@@ -432,7 +432,11 @@ impl Core {
     /// Take a new start time: this node becomes the most junior, so it never takes
     /// leadership back from whoever replaced it (rules 7 and 12).
     pub(super) fn forfeit_seniority(&mut self, why: &str, out: &mut Vec<Action>) {
-        let wall = self.wall_now();
+        self.forfeit_seniority_at(self.wall_now(), why, out);
+    }
+
+    /// [`Core::forfeit_seniority`] with the wall clock read by the caller (`wall`).
+    pub(super) fn forfeit_seniority_at(&mut self, wall: f64, why: &str, out: &mut Vec<Action>) {
         // Never more senior than before, even if the wall clock stepped back.
         let new = wall.max(self.start_time + 1e-6);
         tracing::warn!(

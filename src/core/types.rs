@@ -119,6 +119,14 @@ pub enum Event {
     /// Leadership could not be taken up (the leader hook failed): not eligible for
     /// `cooldown`, so the next most senior node takes over.
     StepDown { cooldown: Duration },
+    /// The operator asked this node to give up leadership on purpose (`les step-down`,
+    /// `POST /step-down`, a relinquish schedule). A leader forfeits its seniority (its
+    /// start time becomes `wall`, epoch seconds, or just after its old one), names the
+    /// next most senior node and asks every member to check its state now
+    /// ([`Action::Notify`]), so they all elect that node within a round trip. It stays
+    /// eligible: it is merely junior. A node that is not the leader, or that has no
+    /// eligible member to hand over to, ignores it.
+    Relinquish { wall: f64 },
     /// The time returned by [`Core::next_deadline`](super::Core::next_deadline) has come (a lease or a promise may
     /// have run out). Carries no other information.
     Wake,
@@ -199,6 +207,12 @@ pub enum Action {
     Ping { addr: String, timeout: Duration },
     /// `POST /leave/{me}` at `addr`, best effort; no answer expected.
     SendLeave { addr: String },
+    /// `POST /leave/{me}` at `addr` now, best effort, while this node stays a member:
+    /// a les node checks a leave notice with its sender before anything else, so the
+    /// notice of a node that is not leaving just makes `addr` fetch its new state at
+    /// once (after a step-down: its new start time). A Python node drops the sender
+    /// instead, and adds it back (as junior) at its next contact.
+    Notify { addr: String },
     /// The leader changed. Reported in order, once per change.
     LeaderChanged(LeaderChange),
     /// A member was added (for logs and observers).

@@ -26,7 +26,7 @@ use crate::core::{Action, Core, Event, Failure, LeaderChange};
 use crate::hooks::Dispatch;
 use crate::metrics::Metrics;
 use crate::net::{Network, PauseGate, Timebase, WallClock};
-use crate::wire::PeerState;
+use crate::wire::{PeerState, StepDownReply};
 
 /// How long a leaving node keeps answering "leaving" after its notices were delivered,
 /// for the members that check a notice with the leaver (see `leave`).
@@ -240,6 +240,11 @@ impl<N: Network> Protocol<N> {
                         let _ = reply.send(self.core.diag(self.timebase.now()));
                         continue;
                     }
+                    Inbound::StepDown(reply) => {
+                        self.gate.passed().await;
+                        let _ = reply.send(self.relinquish());
+                        continue;
+                    }
                 },
                 _ = sleep_until(wake) => Event::Wake,
                 _ = ticker.tick() => {
@@ -294,6 +299,43 @@ impl<N: Network> Protocol<N> {
         self.requests_stop.cancel();
         server_stop.cancel();
         tracing::info!(addr = %self.me, "left the cluster");
+    }
+
+    /// `POST /step-down` or a relinquish schedule: a leader gives leadership up
+    /// ([`Event::Relinquish`]); any other node changes nothing. Says what happened.
+    fn relinquish(&mut self) -> StepDownReply {
+        let leader_before = self.core.leader().map(str::to_string);
+        let was_leader = leader_before.as_deref() == Some(self.me.as_str());
+        if was_leader {
+            tracing::info!(term = self.core.term(), "stepping down on request");
+            self.step(Event::Relinquish {
+                wall: self.clock.now_epoch(),
+            });
+        }
+        let leader = self.core.leader().map(str::to_string);
+        let me = &self.me;
+        let message = match (was_leader, leader.as_deref()) {
+            (false, Some(l)) => format!("not the leader: {l} leads; nothing changed"),
+            (false, None) => "not the leader: no leader yet; nothing changed".to_string(),
+            (true, Some(l)) if l == me => {
+                format!("no other eligible member to hand over to: {me} still leads")
+            }
+            (true, Some(l)) => {
+                format!("stepped down: {me} is now the most junior member and {l} takes over")
+            }
+            (true, None) => format!(
+                "stepped down: {me} is now the most junior member; no other node can lead yet"
+            ),
+        };
+        StepDownReply {
+            node: me.clone(),
+            was_leader,
+            leader_before,
+            leader,
+            term: self.core.term(),
+            start_time: self.core.start_time(),
+            message,
+        }
     }
 
     fn outcome_event(&mut self, outcome: Outcome) -> Event {
@@ -364,6 +406,7 @@ impl<N: Network> Protocol<N> {
                 } => self.spawn_probe(target, via, timeout),
                 Action::Ping { addr, timeout } => self.spawn_ping(addr, timeout),
                 Action::SendLeave { addr } => self.leaves.push(addr),
+                Action::Notify { addr } => self.spawn_notify(addr),
                 Action::LeaderChanged(change) => {
                     announce_change(change, &self.metrics, &self.dispatch_tx)
                 }
@@ -481,6 +524,17 @@ impl<N: Network> Protocol<N> {
                     None
                 }
             }
+        });
+    }
+
+    /// [`Action::Notify`]: a leave notice now, which makes `addr` check our state.
+    fn spawn_notify(&self, addr: String) {
+        let me = self.me.clone();
+        self.spawn_request(move |client| async move {
+            if let Err(e) = client.send_leave(&addr, &me).await {
+                tracing::debug!(peer = %addr, error = %e, "notice not delivered");
+            }
+            None
         });
     }
 

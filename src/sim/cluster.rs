@@ -24,6 +24,7 @@ use crate::wire::Diag;
 
 mod builder;
 mod network;
+mod operator;
 
 pub use builder::{ClusterBuilder, NodeSpec};
 

@@ -142,6 +142,10 @@ enum Step {
     GiveUp {
         cooldown: Duration,
     },
+    /// An operator's step-down, with the wall clock this far from the start time.
+    Relinquish {
+        wall_offset: f64,
+    },
     Wake,
     /// The runtime stamps a vote served to the leader the published state names.
     VoteServed {
@@ -174,6 +178,7 @@ fn step() -> impl Strategy<Value = Step> {
         1 => prop::bool::weighted(0.2).prop_map(|leave| if leave { Step::Leave } else { Step::Wake }),
         1 => any::<bool>().prop_map(|healthy| Step::SetHealth { healthy }),
         1 => (0u64..20_000).prop_map(|ms| Step::GiveUp { cooldown: Duration::from_millis(ms) }),
+        1 => (-100.0f64..100.0).prop_map(|wall_offset| Step::Relinquish { wall_offset }),
         2 => Just(Step::Wake),
         2 => (0u64..5_000).prop_map(|ms| Step::VoteServed { ago: Duration::from_millis(ms) }),
     ]
@@ -254,6 +259,7 @@ fn check(core: &Core, w: &mut Watch, now: Duration, event: &Event, out: &[Action
             }
             Action::FetchState { addr }
             | Action::SendLeave { addr }
+            | Action::Notify { addr }
             | Action::Ping { addr, .. } => {
                 assert_ne!(addr, me, "contacting self: {}", ctx());
             }
@@ -454,6 +460,9 @@ fn run(setup: Setup, steps: Vec<(Duration, Step)>) {
             Step::Leave => Event::Leave,
             Step::SetHealth { healthy } => Event::SetHealth { healthy },
             Step::GiveUp { cooldown } => Event::StepDown { cooldown },
+            Step::Relinquish { wall_offset } => Event::Relinquish {
+                wall: core.start_time() + wall_offset,
+            },
             Step::Wake => Event::Wake,
             Step::VoteServed { ago } => match core.leader() {
                 Some(to) => Event::VoteServed {

@@ -4,6 +4,7 @@
 
 mod demo;
 mod status;
+mod stepdown;
 
 use std::process::ExitCode;
 
@@ -37,6 +38,9 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Print a new random key (base64, 32 bytes) for a key file (--key-file).
     Keygen,
+    /// Ask the leader to give up leadership now: it rejoins as the most junior member
+    /// and the next most senior node takes over. Prints who led before and after.
+    StepDown(stepdown::StepDownArgs),
 }
 
 fn main() -> ExitCode {
@@ -45,6 +49,7 @@ fn main() -> ExitCode {
         Some(Command::Status(args)) => report(status::run(args)),
         Some(Command::Demo(args)) => report(demo::run(args)),
         Some(Command::Keygen) => report(keygen()),
+        Some(Command::StepDown(args)) => report(stepdown::run(args)),
         None => run_node(cli.run),
     }
 }

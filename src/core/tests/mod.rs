@@ -799,3 +799,4 @@ mod detection;
 mod hostile;
 mod join;
 mod quorum;
+mod relinquish;
