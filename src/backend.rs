@@ -8,13 +8,17 @@
 //! handlers and hook commands, the HTTP API (`/diag/`, `/metrics`, `/step-down`),
 //! `les status`, graceful leave.
 //!
-//! The two meet in the node runtime ([`crate::node`]), which runs either the gossip loop
-//! or the store loop (`driver`) over the same channels. A store backend implements one
-//! small trait, [`LeaseStore`]: register and heartbeat this node, renew or take the lease
-//! by the seniority rule, release it, and say when another node changed something. The
-//! driver adds the timing rules ([`crate::core::tenure`]): when the node may act, when it
-//! must stop, when it asks again. A third backend (etcd, a Kubernetes Lease) is one file
-//! implementing [`LeaseStore`].
+//! Two small traits draw the line. Inside the crate, `Election` is what the node runtime
+//! ([`crate::node`]) runs: one loop that takes the shared inputs (health results,
+//! requests from the HTTP API such as `/diag/` and `/step-down`, failed take-overs) and
+//! reports through the same links (the hook dispatcher, the [`crate::node::LeaderView`],
+//! the published state, the metrics). The gossip protocol loop is one `Election`; the
+//! store loop (`driver`) is the other, for every store. A store implements the public
+//! [`LeaseStore`]: register and heartbeat this node, renew or take the lease by the
+//! seniority rule, release it, and say when another node changed something; the driver
+//! adds the timing rules ([`crate::core::tenure`]): when the node may act, when it must
+//! stop, when it asks again. A third backend (etcd, a Kubernetes Lease) is one file
+//! implementing [`LeaseStore`], plus its [`Backend`] variant.
 //!
 //! The rules every store implements:
 //! - a node registers with the store's clock as its start time (seniority) and a random
@@ -29,8 +33,38 @@ use std::future::Future;
 use std::str::FromStr;
 use std::time::Duration;
 
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::Inbound;
+use crate::core::LeaderChange;
+
 pub(crate) mod driver;
 pub mod postgres;
+
+/// What reaches an election loop from the rest of the node, whatever the backend.
+pub(crate) struct Inputs {
+    /// Health check results (never yields without a health check).
+    pub health: mpsc::Receiver<Result<(), String>>,
+    /// Requests from the HTTP API (`/diag/`, `/step-down`, peers' notices) and the
+    /// relinquish schedule.
+    pub inbound: mpsc::Receiver<Inbound>,
+    /// Changes whose leader hook failed to take leadership up.
+    pub failed: mpsc::UnboundedReceiver<LeaderChange>,
+}
+
+/// The node's election loop: decides or learns who leads, and reports it through the
+/// links it was built with. Runs until `stop`, then leaves gracefully (handlers
+/// release leadership before anyone else may take it) and cancels `server_stop`.
+pub(crate) trait Election: Send + 'static {
+    /// Run the loop; see the trait docs.
+    fn run(
+        self,
+        inputs: Inputs,
+        stop: CancellationToken,
+        server_stop: CancellationToken,
+    ) -> impl Future<Output = ()> + Send;
+}
 
 /// Which backend decides leadership (`--backend`).
 #[derive(Debug, Clone, Default, PartialEq)]

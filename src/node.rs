@@ -33,8 +33,8 @@ use tokio_util::task::TaskTracker;
 use crate::api::listen::{self, Slots};
 use crate::api::{Api, Inbound, Listener, PublishedCell, RefusalLog};
 use crate::auth::{Auth, Settings};
-use crate::backend::driver::{StoreInputs, StoreLinks};
-use crate::backend::Backend;
+use crate::backend::driver::StoreLinks;
+use crate::backend::{Backend, Election, Inputs};
 use crate::client::{ClientLinks, PeerClient};
 use crate::config::{defaults, Config, ConfigError};
 use crate::core::{Action, Core, Event, LeaderChange};
@@ -361,12 +361,10 @@ impl<N: Network> NodeBuilder<N> {
         );
         let (inbound_tx, inbound_rx) = mpsc::channel(1024);
         let (results_tx, results_rx) = mpsc::unbounded_channel();
-        let channels = Channels {
+        let inputs = Inputs {
             health: health_rx,
             inbound: inbound_rx,
-            results: results_rx,
             failed: failed_rx,
-            lost: lost_rx,
         };
 
         let timebase = Timebase::new(self.clock_rate);
@@ -423,13 +421,8 @@ impl<N: Network> NodeBuilder<N> {
                 leaving,
                 timebase,
             };
-            let inputs = StoreInputs {
-                health: channels.health,
-                inbound: channels.inbound,
-                failed: channels.failed,
-            };
-            let run = store::store_loop(&cfg, url, healthy, links, &timing);
-            tracker.spawn(run.run(inputs, stop.clone(), server_stop));
+            let election = store::store_loop(&cfg, url, healthy, links, &timing);
+            tracker.spawn(election.run(inputs, stop.clone(), server_stop));
         } else {
             let links = Links {
                 me: cfg.advertise_addr.clone(),
@@ -447,8 +440,12 @@ impl<N: Network> NodeBuilder<N> {
                 metrics: metrics.clone(),
                 observer: self.observer,
             };
-            let protocol = Protocol::new(core, healthy, links);
-            tracker.spawn(protocol.run(channels, timing, stop.clone(), server_stop));
+            let channels = Channels {
+                results: results_rx,
+                lost: lost_rx,
+            };
+            let election = Protocol::new(core, healthy, links, channels, timing);
+            tracker.spawn(election.run(inputs, stop.clone(), server_stop));
         }
         tracker.close();
         NodeHandle {

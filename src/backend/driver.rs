@@ -20,7 +20,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::{LeaseStore, Registration, Release, StoreError, StoreView};
+use super::{Election, Inputs, LeaseStore, Registration, Release, StoreError, StoreView};
 use crate::api::{Inbound, PublishedCell};
 use crate::core::tenure::{Grant, Tenure};
 use crate::core::LeaderChange;
@@ -41,13 +41,6 @@ pub(crate) struct StoreLinks {
     pub metrics: Arc<Metrics>,
     pub leaving: Arc<AtomicBool>,
     pub timebase: Timebase,
-}
-
-/// What reaches the store loop.
-pub(crate) struct StoreInputs {
-    pub health: mpsc::Receiver<Result<(), String>>,
-    pub inbound: mpsc::Receiver<Inbound>,
-    pub failed: mpsc::UnboundedReceiver<LeaderChange>,
 }
 
 /// The loop's timings.
@@ -116,9 +109,9 @@ impl<S: LeaseStore> StoreLoop<S> {
 
     /// Run until `stop`, then leave: handlers release leadership first, then the store
     /// hears of it (so the next node takes over at once), then the server stops.
-    pub(crate) async fn run(
+    async fn run_loop(
         mut self,
-        mut inputs: StoreInputs,
+        mut inputs: Inputs,
         stop: CancellationToken,
         server_stop: CancellationToken,
     ) {
@@ -325,7 +318,7 @@ impl<S: LeaseStore> StoreLoop<S> {
         }
     }
 
-    async fn flush_hooks(&self) {
+    async fn flush_hooks(&mut self) {
         let (tx, rx) = oneshot::channel();
         if self.links.dispatch_tx.send(Dispatch::Flush(tx)).is_ok() {
             let _ = tokio::time::timeout(self.timing.hook_timeout, rx).await;
@@ -485,6 +478,17 @@ fn blank_state() -> PeerState {
         revision: 0,
         removed: Vec::new(),
         members_digest: 0,
+    }
+}
+
+impl<S: LeaseStore> Election for StoreLoop<S> {
+    fn run(
+        self,
+        inputs: Inputs,
+        stop: CancellationToken,
+        server_stop: CancellationToken,
+    ) -> impl std::future::Future<Output = ()> + Send {
+        self.run_loop(inputs, stop, server_stop)
     }
 }
 

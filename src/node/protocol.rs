@@ -21,6 +21,7 @@ use tokio_util::task::TaskTracker;
 use super::{ActionObserver, LeaderView};
 use crate::api::Inbound;
 use crate::api::PublishedCell;
+use crate::backend::{Election, Inputs};
 use crate::client::{ContactError, PeerClient};
 use crate::core::{Action, Core, Event, Failure, LeaderChange};
 use crate::hooks::Dispatch;
@@ -82,18 +83,17 @@ pub(super) enum Outcome {
     },
 }
 
-/// The receiving ends of everything that reaches the loop.
+/// The receiving ends only the gossip loop has (the shared ones are
+/// [`crate::backend::Inputs`]).
 pub(super) struct Channels {
-    /// Health check results (never yields without a health check).
-    pub health: mpsc::Receiver<Result<(), String>>,
-    pub inbound: mpsc::Receiver<Inbound>,
+    /// Outcomes of this loop's own peer requests.
     pub results: mpsc::UnboundedReceiver<Outcome>,
-    pub failed: mpsc::UnboundedReceiver<LeaderChange>,
     /// Peers whose pooled connection was closed by the other side.
     pub lost: mpsc::UnboundedReceiver<String>,
 }
 
 /// The loop's timings, from the configuration and the builder.
+#[derive(Debug, Clone, Copy)]
 pub(super) struct Timing {
     pub interval: Duration,
     pub cooldown: Duration,
@@ -130,6 +130,9 @@ pub(super) struct Links<N: Network> {
 
 /// The protocol loop: owns the core, executes its actions.
 pub(super) struct Protocol<N: Network> {
+    /// Taken by `run`.
+    channels: Option<Channels>,
+    timing: Timing,
     me: String,
     core: Core,
     client: PeerClient<N>,
@@ -163,9 +166,18 @@ pub(super) struct Protocol<N: Network> {
 }
 
 impl<N: Network> Protocol<N> {
-    /// A loop around `core`, whose last health result was `healthy`.
-    pub(super) fn new(core: Core, healthy: bool, links: Links<N>) -> Self {
+    /// A loop around `core`, whose last health result was `healthy`, reading its own
+    /// peer requests' outcomes from `channels`.
+    pub(super) fn new(
+        core: Core,
+        healthy: bool,
+        links: Links<N>,
+        channels: Channels,
+        timing: Timing,
+    ) -> Self {
         Protocol {
+            channels: Some(channels),
+            timing,
             me: links.me,
             core,
             client: links.client,
@@ -191,14 +203,26 @@ impl<N: Network> Protocol<N> {
     }
 }
 
+impl<N: Network> Election for Protocol<N> {
+    fn run(
+        self,
+        inputs: Inputs,
+        stop: CancellationToken,
+        server_stop: CancellationToken,
+    ) -> impl std::future::Future<Output = ()> + Send {
+        self.run_loop(inputs, stop, server_stop)
+    }
+}
+
 impl<N: Network> Protocol<N> {
-    pub(super) async fn run(
+    async fn run_loop(
         mut self,
-        mut ch: Channels,
-        timing: Timing,
+        mut inputs: Inputs,
         stop: CancellationToken,
         server_stop: CancellationToken,
     ) {
+        // `new` always sets it and `run` consumes the loop: taken exactly once.
+        let (mut ch, timing) = (self.channels.take().expect("run once"), self.timing);
         let period = self.timebase.real(timing.interval);
         let mut ticker = tokio::time::interval(period.max(Duration::from_millis(1)));
         ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -211,7 +235,7 @@ impl<N: Network> Protocol<N> {
                 _ = stop.cancelled() => break,
                 Some(outcome) = ch.results.recv() => self.outcome_event(outcome),
                 Some(addr) = ch.lost.recv() => Event::ConnectionLost { addr },
-                Some(change) = ch.failed.recv() => {
+                Some(change) = inputs.failed.recv() => {
                     if self.core.leader() != Some(self.me.as_str()) {
                         continue;
                     }
@@ -219,7 +243,7 @@ impl<N: Network> Protocol<N> {
                         "could not take up leadership; stepping down");
                     Event::StepDown { cooldown: timing.cooldown }
                 }
-                Some(result) = ch.health.recv() => {
+                Some(result) = inputs.health.recv() => {
                     let healthy = result.is_ok();
                     if healthy == self.healthy {
                         continue;
@@ -232,7 +256,7 @@ impl<N: Network> Protocol<N> {
                     }
                     Event::SetHealth { healthy }
                 }
-                Some(msg) = ch.inbound.recv() => match msg {
+                Some(msg) = inputs.inbound.recv() => match msg {
                     Inbound::Announced(addr) => Event::Announced { addr },
                     Inbound::LeaveReceived(addr) => Event::LeaveReceived { addr },
                     Inbound::Diag(reply) => {
