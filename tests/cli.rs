@@ -151,6 +151,40 @@ fn status_of_a_node_that_is_not_running_says_so() {
         err.contains("cannot read /diag/") && err.contains("refused"),
         "{err}"
     );
+    assert!(err.contains("is les running there?"), "a hint: {err}");
+}
+
+#[test]
+fn status_of_a_lone_node_waiting_for_its_seeds_says_so_and_exits_3() {
+    let ports = free_ports(2);
+    let addr = format!("127.0.0.1:{}", ports[0]);
+    // Its only other seed never answers: it waits, and names no leader.
+    let seeds = format!("{addr},127.0.0.1:{}", ports[1]);
+    let mut node = std::process::Command::new(env!("CARGO_BIN_EXE_les"))
+        .args([
+            "--bind-interface",
+            "127.0.0.1",
+            "--bind-port",
+            &ports[0].to_string(),
+        ])
+        .args(["--advertise-addr", &addr, "--seeds", &seeds])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start les");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let out = loop {
+        let out = les(&["status", &addr], &[]);
+        if out.status.code() != Some(1) || std::time::Instant::now() > deadline {
+            break out;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let _ = node.kill();
+    let _ = node.wait();
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("waiting to hear from another node"), "{said}");
 }
 
 #[test]

@@ -46,7 +46,11 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Some(Command::Status(args)) => report(status::run(args)),
+        Some(Command::Status(args)) => match status::run(args) {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => ExitCode::from(status::NO_LEADER),
+            Err(e) => report(Err(e)),
+        },
         Some(Command::Demo(args)) => report(demo::run(args)),
         Some(Command::Keygen) => report(keygen()),
         Some(Command::StepDown(args)) => report(stepdown::run(args)),

@@ -20,7 +20,13 @@ pub struct StatusArgs {
     timeout: Duration,
 }
 
-pub fn run(args: StatusArgs) -> anyhow::Result<()> {
+/// Exit code of `les status` when the node answers but names no leader (so the
+/// command works as a health probe: 0 only with a leader, 1 when the node cannot be
+/// asked).
+pub const NO_LEADER: u8 = 3;
+
+/// Ask the node and print what it says; `Ok(false)` when it names no leader.
+pub fn run(args: StatusArgs) -> anyhow::Result<bool> {
     check_addr(&args.addr)
         .with_context(|| format!("{:?} is not a host:port address", args.addr))?;
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -28,7 +34,12 @@ pub fn run(args: StatusArgs) -> anyhow::Result<()> {
         .build()?;
     let body = rt
         .block_on(PeerClient::new(TokioNetwork, args.timeout).get(&args.addr, "/diag/"))
-        .with_context(|| format!("cannot read /diag/ from {}", args.addr))?;
+        .with_context(|| {
+            format!(
+                "cannot read /diag/ from {} (is les running there? name its address, or its --admin-addr: les status HOST:PORT)",
+                args.addr
+            )
+        })?;
     let diag: Diag = serde_json::from_slice(&body)
         .with_context(|| format!("{} sent an invalid /diag/ document", args.addr))?;
     if args.json {
@@ -40,7 +51,18 @@ pub fn run(args: StatusArgs) -> anyhow::Result<()> {
             .unwrap_or(0.0);
         print!("{}", render(&args.addr, &diag, now));
     }
-    Ok(())
+    Ok(diag.state.leader.is_some())
+}
+
+/// What "no leader" means on this node, in words.
+fn no_leader(diag: &Diag) -> &'static str {
+    if diag.backend.is_some() {
+        "none (the database has granted the lease to nobody yet)"
+    } else if diag.state.members.len() <= 1 {
+        "none (waiting to hear from another node: no seed has answered yet)"
+    } else {
+        "none (election pending: waiting until every member names the same nominee)"
+    }
 }
 
 /// The table, as text. `now` is epoch seconds (a parameter so tests can pin it).
@@ -53,10 +75,7 @@ pub fn render(asked: &str, diag: &Diag, now: f64) -> String {
         .unwrap_or_else(|| asked.to_string());
     let mut out = format!(
         "cluster as seen by {me}: leader {}, term {}, {} member(s)\n",
-        diag.state
-            .leader
-            .as_deref()
-            .unwrap_or("none (not elected yet)"),
+        diag.state.leader.as_deref().unwrap_or(no_leader(diag)),
         diag.state.term,
         diag.state.members.len()
     );
