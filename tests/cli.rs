@@ -169,7 +169,7 @@ fn status_of_a_lone_node_waiting_for_its_seeds_says_so_and_exits_3() {
         ])
         .args(["--advertise-addr", &addr, "--seeds", &seeds])
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("start les");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
@@ -180,11 +180,38 @@ fn status_of_a_lone_node_waiting_for_its_seeds_says_so_and_exits_3() {
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
     };
-    let _ = node.kill();
-    let _ = node.wait();
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(said.contains("waiting to hear from another node"), "{said}");
+    // The node says it too, in its log (every 5 s while alone): read until it does.
+    // Bounded: a watchdog closes the node's log by killing it after 15 s.
+    use std::io::BufRead as _;
+    let log = std::io::BufReader::new(node.stderr.take().expect("stderr"));
+    let pid = node.id() as i32;
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watchdog = {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            for _ in 0..150 {
+                if done.load(std::sync::atomic::Ordering::Relaxed) {
+                    return;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            // SAFETY: kill(2) of the child this test started, not yet reaped.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        })
+    };
+    let waiting = log
+        .lines()
+        .map_while(Result::ok)
+        .take(50)
+        .any(|l| l.contains("waiting for a seed before electing"));
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = watchdog.join();
+    let _ = node.kill();
+    let _ = node.wait();
+    assert!(waiting, "the lone node logs what it waits for");
 }
 
 #[test]

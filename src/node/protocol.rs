@@ -33,6 +33,9 @@ use crate::wire::{PeerState, StepDownReply};
 /// for the members that check a notice with the leaver (see `leave`).
 const LEAVE_LINGER: Duration = Duration::from_millis(250);
 
+/// How often a node that has heard from nobody says that it waits.
+const WAITING_LOG_EVERY: Duration = Duration::from_secs(5);
+
 /// Sleep until `wake`, or forever without one.
 async fn sleep_until(wake: Option<Instant>) {
     match wake {
@@ -223,6 +226,7 @@ impl<N: Network> Protocol<N> {
     ) {
         // `new` always sets it and `run` consumes the loop: taken exactly once.
         let (mut ch, timing) = (self.channels.take().expect("run once"), self.timing);
+        let mut waiting_said = Instant::now();
         let period = self.timebase.real(timing.interval);
         let mut ticker = tokio::time::interval(period.max(Duration::from_millis(1)));
         ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -273,6 +277,7 @@ impl<N: Network> Protocol<N> {
                 _ = sleep_until(wake) => Event::Wake,
                 _ = ticker.tick() => {
                     tracing::debug!(members = self.core.member_count(), leader = ?self.core.leader(), "round");
+                    self.say_if_waiting(&mut waiting_said);
                     Event::Tick { wall: self.clock.now_epoch() }
                 }
             };
@@ -359,6 +364,21 @@ impl<N: Network> Protocol<N> {
             term: self.core.term(),
             start_time: self.core.start_time(),
             message,
+        }
+    }
+
+    /// A node that has heard from nobody names no leader (rule 5): say so now and then,
+    /// so that a lone first node is not silent about what it waits for.
+    fn say_if_waiting(&self, said: &mut Instant) {
+        if self.core.leader().is_some() || self.core.member_count() > 0 {
+            *said = Instant::now();
+            return;
+        }
+        if said.elapsed() >= WAITING_LOG_EVERY {
+            tracing::info!(
+                "no other node has answered yet: waiting for a seed before electing (start another node, or check --seeds)"
+            );
+            *said = Instant::now();
         }
     }
 
