@@ -139,6 +139,8 @@ fn a_port_in_use_is_a_clear_error_not_a_silent_process() {
         err.contains("cannot listen on") && err.contains(&addr),
         "{err}"
     );
+    assert_eq!(err.matches("in use").count(), 1, "the cause once: {err}");
+    assert!(err.contains("choose another --bind-port"), "a hint: {err}");
 }
 
 #[test]

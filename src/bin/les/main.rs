@@ -112,11 +112,14 @@ fn serve(
         .build()
         .context("cannot start the async runtime")?;
     rt.block_on(async {
-        let bind = resolved.config.bind;
-        let node = builder
-            .start()
-            .await
-            .with_context(|| format!("cannot start the node on {bind}"))?;
+        // The node's error names the address and its cause once; a context or the
+        // error's source chain on top would repeat them.
+        let node = builder.start().await.map_err(|e| match e {
+            les::node::NodeError::Bind { .. } => anyhow::anyhow!(
+                "{e} (another les or another program holds it: stop that, or choose another --bind-port / --admin-addr)"
+            ),
+            e => anyhow::anyhow!("{e}"),
+        })?;
         let reload = || args.resolve().map(|r| r.keys).map_err(|e| e.to_string());
         let signal = les::daemon::handle_signals(&node, reload)
             .await
