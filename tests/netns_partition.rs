@@ -151,6 +151,7 @@ impl Drop for Lab {
 }
 
 #[test]
+#[ignore = "needs root, iproute2 and iputils-arping (and nftables): run with -- --include-ignored, as .ci/run does"]
 fn a_partition_never_gives_two_vip_holders() {
     if netns::skip_unless_possible(TEST, &[netns::IP, netns::ARPING, netns::NFT]) {
         return;

@@ -698,6 +698,7 @@ fn move_the_vip(way: Way, net: u8) {
 }
 
 #[test]
+#[ignore = "needs root, iproute2 and iputils-arping (and nftables): run with -- --include-ignored, as .ci/run does"]
 fn the_floating_ip_example_moves_the_vip_between_namespaces() {
     if skip_unless_possible("the_floating_ip_example_moves_the_vip_between_namespaces") {
         return;
@@ -706,6 +707,7 @@ fn the_floating_ip_example_moves_the_vip_between_namespaces() {
 }
 
 #[test]
+#[ignore = "needs root, iproute2 and iputils-arping (and nftables): run with -- --include-ignored, as .ci/run does"]
 fn hook_commands_move_the_vip_between_namespaces() {
     if skip_unless_possible("hook_commands_move_the_vip_between_namespaces") {
         return;
