@@ -144,6 +144,37 @@ fn a_port_in_use_is_a_clear_error_not_a_silent_process() {
 }
 
 #[test]
+fn completions_and_the_man_page_come_from_the_flag_definitions() {
+    for (shell, marker) in [
+        ("bash", "_les()"),
+        ("zsh", "#compdef les"),
+        ("fish", "complete -c les"),
+    ] {
+        let out = les(&["completions", shell], &[]);
+        assert!(out.status.success(), "{shell}: {}", stderr(&out));
+        let script = String::from_utf8_lossy(&out.stdout);
+        assert!(script.contains(marker), "{shell}: {script}");
+        assert!(
+            script.contains("backend") && script.contains("step-down"),
+            "{shell}"
+        );
+    }
+    let out = les(&["completions", "tcsh"], &[]);
+    assert_eq!(out.status.code(), Some(2), "an unknown shell is bad input");
+    let out = les(&["man"], &[]);
+    assert!(out.status.success());
+    let page = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        page.starts_with(".ie") || page.contains(".TH les"),
+        "{page}"
+    );
+    assert!(
+        page.contains("LES_BACKEND"),
+        "every flag, with its variable"
+    );
+}
+
+#[test]
 fn status_of_a_node_that_is_not_running_says_so() {
     let port = free_ports(1)[0];
     let out = les(&["status", &format!("127.0.0.1:{port}")], &[]);

@@ -41,6 +41,14 @@ enum Command {
     /// Ask the leader to give up leadership now: it rejoins as the most junior member
     /// and the next most senior node takes over. Prints who led before and after.
     StepDown(stepdown::StepDownArgs),
+    /// Print a shell completion script: `les completions bash > /etc/bash_completion.d/les`
+    /// (zsh: into a directory on $fpath as `_les`; fish: ~/.config/fish/completions/les.fish).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff): `les man | man -l -`.
+    Man,
 }
 
 fn main() -> ExitCode {
@@ -54,6 +62,12 @@ fn main() -> ExitCode {
         Some(Command::Demo(args)) => report(demo::run(args)),
         Some(Command::Keygen) => report(keygen()),
         Some(Command::StepDown(args)) => report(stepdown::run(args)),
+        Some(Command::Completions { shell }) => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "les", &mut std::io::stdout());
+            ExitCode::SUCCESS
+        }
+        Some(Command::Man) => report(man()),
         None => run_node(cli.run),
     }
 }
@@ -65,6 +79,16 @@ fn report(result: anyhow::Result<()>) -> ExitCode {
             eprintln!("les: error: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// The manual page, from the same definitions as `--help`.
+fn man() -> anyhow::Result<()> {
+    let cmd = <Cli as clap::CommandFactory>::command();
+    match clap_mangen::Man::new(cmd).render(&mut std::io::stdout()) {
+        // `les man | head`: the reader has all it wanted.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        r => r.context("cannot write the manual page"),
     }
 }
 
