@@ -10,6 +10,8 @@
 
 use std::time::Duration;
 
+pub mod systemd;
+
 use crate::auth::{Keyring, KeyringError, Settings};
 use crate::commands::{CommandHealthCheck, CommandHooks, CrashGuard};
 use crate::config::{HookConfig, KeyConfig, Resolved};

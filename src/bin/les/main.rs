@@ -144,11 +144,13 @@ fn serve(
             ),
             e => anyhow::anyhow!("{e}"),
         })?;
+        let _systemd = les::daemon::systemd::spawn(&node);
         let reload = || args.resolve().map(|r| r.keys).map_err(|e| e.to_string());
         let signal = les::daemon::handle_signals(&node, reload)
             .await
             .context("cannot listen for signals")?;
         tracing::info!(signal, "shutting down: leaving the cluster");
+        les::daemon::systemd::stopping();
         node.leave().await;
         anyhow::Ok(())
     })?;
