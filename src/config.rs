@@ -266,6 +266,9 @@ pub enum ConfigError {
         flag: &'static str,
         env: &'static str,
     },
+    /// Several required settings are missing (all of them are named at once).
+    #[error("{}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"))]
+    MissingSeveral(Vec<ConfigError>),
     #[error("cannot read config file {path}: {source}")]
     Read {
         path: PathBuf,
@@ -474,22 +477,30 @@ impl Layer {
             })?,
             None => Backend::Gossip,
         };
-        let advertise_addr = self.advertise_addr.ok_or(ConfigError::Missing {
-            key: "advertise_addr",
-            flag: "advertise-addr",
-            env: "LES_ADVERTISE_ADDR",
-        })?;
-        let seeds = match (self.seeds, &backend) {
-            (Some(seeds), _) => seeds,
-            (None, Backend::Postgres(_)) => Vec::new(),
-            (None, Backend::Gossip) => {
-                return Err(ConfigError::Missing {
-                    key: "seeds",
-                    flag: "seeds",
-                    env: "LES_SEEDS",
-                })
-            }
-        };
+        // Every missing setting at once, not one per run.
+        let mut missing = Vec::new();
+        if self.advertise_addr.is_none() {
+            missing.push(ConfigError::Missing {
+                key: "advertise_addr",
+                flag: "advertise-addr",
+                env: "LES_ADVERTISE_ADDR",
+            });
+        }
+        if self.seeds.is_none() && backend == Backend::Gossip {
+            missing.push(ConfigError::Missing {
+                key: "seeds",
+                flag: "seeds",
+                env: "LES_SEEDS",
+            });
+        }
+        match missing.len() {
+            0 => {}
+            1 => return Err(missing.remove(0)),
+            _ => return Err(ConfigError::MissingSeveral(missing)),
+        }
+        // Both present (or seeds not needed) from here on.
+        let advertise_addr = self.advertise_addr.unwrap_or_default();
+        let seeds = self.seeds.unwrap_or_default();
         let config = Config {
             bind: SocketAddr::new(
                 self.bind_interface.unwrap_or(defaults::BIND_INTERFACE),

@@ -61,6 +61,15 @@ fn missing_required_settings_exit_2_and_name_the_key() {
 }
 
 #[test]
+fn with_no_arguments_every_missing_setting_is_named_at_once() {
+    let out = les(&[], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(err.contains("`advertise_addr` is required"), "{err}");
+    assert!(err.contains("`seeds` is required"), "{err}");
+}
+
+#[test]
 fn an_unparseable_address_exits_2_and_names_it() {
     let out = les(
         &["--advertise-addr", "localhost", "--seeds", "localhost:4000"],
