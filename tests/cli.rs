@@ -325,3 +325,72 @@ fn a_bad_relinquish_schedule_exits_2_and_names_it() {
         stderr(&out)
     );
 }
+
+#[test]
+fn status_watch_redraws_on_a_leader_change_and_lists_it() {
+    use common::{agreed_leader, wait_for, Proc};
+    use std::io::Read as _;
+    use std::time::Duration;
+    let ports = free_ports(2);
+    let addrs: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    let seeds = addrs.join(",");
+    let start = |i: usize| {
+        Proc::spawn(
+            &addrs[i],
+            Command::new(env!("CARGO_BIN_EXE_les"))
+                .args([
+                    "--bind-interface",
+                    "127.0.0.1",
+                    "--bind-port",
+                    &ports[i].to_string(),
+                ])
+                .args(["--advertise-addr", &addrs[i], "--seeds", &seeds]),
+        )
+    };
+    let mut first = start(0);
+    wait_for("node 0 to serve", Duration::from_secs(20), || {
+        common::diag(&addrs[0])
+    });
+    let _second = start(1);
+    let leader = wait_for("agreement", Duration::from_secs(20), || {
+        agreed_leader(&addrs)
+    });
+    assert_eq!(leader, addrs[0]);
+
+    let out = std::env::temp_dir().join(format!("les-watch-{}.txt", ports[1]));
+    let file = std::fs::File::create(&out).expect("output file");
+    let mut watcher = Proc {
+        child: Some(
+            Command::new(env!("CARGO_BIN_EXE_les"))
+                .args(["status", "--watch", "--every", "50ms", &addrs[1]])
+                .stdout(file)
+                .spawn()
+                .expect("start les status --watch"),
+        ),
+        name: "watch".into(),
+    };
+    let read = || {
+        let mut s = String::new();
+        let _ = std::fs::File::open(&out).and_then(|mut f| f.read_to_string(&mut s));
+        s
+    };
+    wait_for("a first drawing", Duration::from_secs(10), || {
+        read()
+            .contains(&format!("leader {}", addrs[0]))
+            .then_some(())
+    });
+    first.signal(libc::SIGTERM);
+    let text = wait_for("the change to be drawn", Duration::from_secs(20), || {
+        let s = read();
+        s.contains(&format!("leader changed: {} -> ", addrs[0]))
+            .then_some(s)
+    });
+    watcher.signal(libc::SIGKILL);
+    let _ = std::fs::remove_file(&out);
+    assert!(
+        text.contains("----"),
+        "drawings are separated when not on a terminal"
+    );
+    // Redrawn on changes only: a few drawings, not one per 50 ms.
+    assert!(text.matches("----").count() < 10, "{text}");
+}

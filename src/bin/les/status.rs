@@ -18,6 +18,13 @@ pub struct StatusArgs {
     /// How long to wait for the node's answer.
     #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
     timeout: Duration,
+    /// Keep watching: ask again every --every and redraw when the leader, the term or
+    /// the members change, with the leader changes seen listed on top. Ctrl-C stops.
+    #[arg(long, conflicts_with = "json")]
+    watch: bool,
+    /// With --watch: how often to ask.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    every: Duration,
 }
 
 /// Exit code of `les status` when the node answers but names no leader (so the
@@ -32,6 +39,27 @@ pub fn run(args: StatusArgs) -> anyhow::Result<bool> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    if args.watch {
+        return watch(&rt, &args);
+    }
+    let diag = fetch(&rt, &args)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&diag)?);
+    } else {
+        print!("{}", render(&args.addr, &diag, epoch_now()));
+    }
+    Ok(diag.state.leader.is_some())
+}
+
+fn epoch_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+/// The node's `/diag/`, or why not (with a hint).
+fn fetch(rt: &tokio::runtime::Runtime, args: &StatusArgs) -> anyhow::Result<Diag> {
     let body = rt
         .block_on(PeerClient::new(TokioNetwork, args.timeout).get(&args.addr, "/diag/"))
         .with_context(|| {
@@ -40,18 +68,86 @@ pub fn run(args: StatusArgs) -> anyhow::Result<bool> {
                 args.addr
             )
         })?;
-    let diag: Diag = serde_json::from_slice(&body)
-        .with_context(|| format!("{} sent an invalid /diag/ document", args.addr))?;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&diag)?);
-    } else {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs_f64())
-            .unwrap_or(0.0);
-        print!("{}", render(&args.addr, &diag, now));
+    serde_json::from_slice(&body)
+        .with_context(|| format!("{} sent an invalid /diag/ document", args.addr))
+}
+
+/// What `--watch` redraws on: leader, term, and each member with the leader it names.
+fn watch_key(d: &Diag) -> String {
+    let mut members: Vec<String> = d
+        .state
+        .members
+        .iter()
+        .map(|m| {
+            let vote = d.member_states.get(m).and_then(|s| s.leader.clone());
+            format!("{m}={}", vote.unwrap_or_default())
+        })
+        .collect();
+    members.sort();
+    format!(
+        "{:?} {} {}",
+        d.state.leader,
+        d.state.term,
+        members.join(",")
+    )
+}
+
+/// `--watch`: ask every `--every` until interrupted; redraw on a change, listing the
+/// leader changes seen (highlighted on a terminal). Never returns normally.
+fn watch(rt: &tokio::runtime::Runtime, args: &StatusArgs) -> anyhow::Result<bool> {
+    use std::io::IsTerminal as _;
+    let tty = std::io::stdout().is_terminal();
+    let (mut last_key, mut last_leader) = (String::new(), None::<Option<String>>);
+    let mut changes: Vec<String> = Vec::new();
+    loop {
+        let (key, body) = match fetch(rt, args) {
+            Ok(d) => {
+                if last_leader.as_ref().is_some_and(|l| *l != d.state.leader) {
+                    let time = fmt_epoch(epoch_now());
+                    let from = last_leader
+                        .clone()
+                        .flatten()
+                        .unwrap_or_else(|| "none".into());
+                    let to = d.state.leader.clone().unwrap_or_else(|| "none".into());
+                    changes.push(format!(
+                        "{time}  leader changed: {from} -> {to} (term {})",
+                        d.state.term
+                    ));
+                    changes.drain(..changes.len().saturating_sub(5));
+                }
+                last_leader = Some(d.state.leader.clone());
+                (watch_key(&d), render(&args.addr, &d, epoch_now()))
+            }
+            Err(e) => ("unreachable".to_string(), format!("{e:#}\n")),
+        };
+        if key != last_key {
+            let mut out = String::new();
+            if tty {
+                out.push_str("\x1b[2J\x1b[H");
+            }
+            out.push_str(&format!(
+                "les status --watch {}: every {}, Ctrl-C to stop; as of {}\n",
+                args.addr,
+                humantime::format_duration(args.every),
+                fmt_epoch(epoch_now())
+            ));
+            for c in &changes {
+                out.push_str(&if tty {
+                    format!("\x1b[1;7m{c}\x1b[0m\n")
+                } else {
+                    format!("{c}\n")
+                });
+            }
+            out.push('\n');
+            out.push_str(&body);
+            print!("{out}");
+            if !tty {
+                println!("----");
+            }
+            last_key = key;
+        }
+        std::thread::sleep(args.every);
     }
-    Ok(diag.state.leader.is_some())
 }
 
 /// What "no leader" means on this node, in words.
