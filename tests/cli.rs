@@ -347,7 +347,7 @@ fn status_watch_redraws_on_a_leader_change_and_lists_it() {
                 .args(["--advertise-addr", &addrs[i], "--seeds", &seeds]),
         )
     };
-    let mut first = start(0);
+    let first = start(0);
     wait_for("node 0 to serve", Duration::from_secs(20), || {
         common::diag(&addrs[0])
     });
