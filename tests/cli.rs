@@ -359,7 +359,7 @@ fn status_watch_redraws_on_a_leader_change_and_lists_it() {
 
     let out = std::env::temp_dir().join(format!("les-watch-{}.txt", ports[1]));
     let file = std::fs::File::create(&out).expect("output file");
-    let mut watcher = Proc {
+    let watcher = Proc {
         child: Some(
             Command::new(env!("CARGO_BIN_EXE_les"))
                 .args(["status", "--watch", "--every", "50ms", &addrs[1]])
