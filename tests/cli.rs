@@ -101,7 +101,16 @@ fn a_bad_duration_exits_2_and_names_the_flag() {
 fn a_bad_environment_variable_exits_2_and_names_it() {
     let out = les_node(&[], &[("LES_BIND_PORT", "eighty")]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("--bind-port"), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("LES_BIND_PORT=\"eighty\""),
+        "named as typed: {err}"
+    );
+    assert!(err.contains("--bind-port"), "{err}");
+    // Given as a flag, it is reported as the flag.
+    let out = les_node(&["--bind-port", "eighty"], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(!stderr(&out).contains("LES_BIND_PORT"), "{}", stderr(&out));
 }
 
 #[test]

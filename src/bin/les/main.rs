@@ -52,7 +52,10 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return explain_parse_error(e),
+    };
     match cli.command {
         Some(Command::Status(args)) => match status::run(args) {
             Ok(true) => ExitCode::SUCCESS,
@@ -69,6 +72,54 @@ fn main() -> ExitCode {
         }
         Some(Command::Man) => report(man()),
         None => run_node(cli.run),
+    }
+}
+
+/// clap's error, except that a bad value that came from a `LES_*` variable (and not
+/// from the command line) is reported under the variable's name, which is what the
+/// user typed, not the flag's.
+fn explain_parse_error(e: clap::Error) -> ExitCode {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    let from_env = || {
+        if !matches!(
+            e.kind(),
+            ErrorKind::ValueValidation | ErrorKind::InvalidValue
+        ) {
+            return None;
+        }
+        let Some(ContextValue::String(arg)) = e.get(ContextKind::InvalidArg) else {
+            return None;
+        };
+        let long = arg.split_whitespace().next()?.trim_start_matches("--");
+        let cmd = <Cli as clap::CommandFactory>::command();
+        let env = cmd
+            .get_arguments()
+            .find(|a| a.get_long() == Some(long))?
+            .get_env()?
+            .to_str()?
+            .to_string();
+        let typed = std::env::args()
+            .any(|a| a == format!("--{long}") || a.starts_with(&format!("--{long}=")));
+        let value = std::env::var(&env).ok().filter(|_| !typed)?;
+        let why = e.to_string();
+        let why = why
+            .lines()
+            .next()
+            .unwrap_or("")
+            .rsplit(": ")
+            .next()
+            .unwrap_or("")
+            .to_string();
+        Some(format!(
+            "{env}={value:?} is not a valid value for --{long}: {why}"
+        ))
+    };
+    match from_env() {
+        Some(msg) => {
+            eprintln!("les: error: {msg}");
+            ExitCode::from(2)
+        }
+        None => e.exit(),
     }
 }
 
