@@ -441,7 +441,10 @@ async fn route<N: Network>(
                 Err(_) => Answer::text(StatusCode::SERVICE_UNAVAILABLE, "unreachable"),
             }
         }
-        Target::Metrics => Answer::text(StatusCode::OK, api.metrics.render()),
+        Target::Metrics => Answer {
+            content_type: "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            ..Answer::text(StatusCode::OK, api.metrics.render())
+        },
         Target::WrongMethod => Answer::text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
         Target::NotFound => Answer::text(StatusCode::NOT_FOUND, "not found"),
     }

@@ -1,52 +1,142 @@
-//! Counters a node keeps about itself, served as Prometheus text on `GET /metrics`
-//! and readable in-process through [`crate::node::NodeHandle::metrics`].
+//! Counters and gauges a node keeps about itself, served on `GET /metrics` in the
+//! Prometheus / OpenMetrics text format and readable in-process through
+//! [`crate::node::NodeHandle::metrics`].
 //!
-//! Plain relaxed atomics: they are statistics, read rarely, written on every request.
+//! The metric types and the text encoding are `prometheus-client`'s: counters end in
+//! `_total`, units are in the names (`_bytes`, `_seconds`), every metric has its help
+//! text once. They are lock-free atomics, written on every request and read rarely.
+//! `dist/prometheus/les.rules.yml` alerts on them, and a test checks that every metric
+//! the rules name is one this module serves.
 
-use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
 
 use crate::auth::Rejection;
 
-/// Per-node counters. All counts are since the node started.
-#[derive(Debug, Default)]
+/// The `reason` label of `les_requests_refused_total`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Refusal {
+    reason: &'static str,
+}
+
+/// A gauge of seconds (a timestamp), as a float.
+type Seconds = Gauge<f64, AtomicU64>;
+
+/// Per-node counters and gauges. All counts are since the node started.
+#[derive(Debug)]
 pub struct Metrics {
     /// Requests this node sent to peers (state fetches, probes, leave notices).
-    pub requests_sent: AtomicU64,
+    pub requests_sent: Counter,
     /// Requests that failed (refused, timed out, bad answer).
-    pub requests_failed: AtomicU64,
+    pub requests_failed: Counter,
     /// Body bytes received in answers to our requests.
-    pub bytes_received: AtomicU64,
+    pub bytes_received: Counter,
     /// Requests served by this node's HTTP API.
-    pub requests_served: AtomicU64,
+    pub requests_served: Counter,
     /// Body bytes this node's HTTP API sent.
-    pub bytes_served: AtomicU64,
+    pub bytes_served: Counter,
     /// Changes of leader seen by this node.
-    pub leader_changes: AtomicU64,
+    pub leader_changes: Counter,
+    /// When (epoch seconds) this node last saw the leader change; 0 before the first.
+    pub last_leader_change: Seconds,
     /// Current member count, this node excluded.
-    pub members: AtomicU64,
+    pub members: Gauge,
     /// This node's current term.
-    pub term: AtomicU64,
+    pub term: Gauge,
     /// 1 while this node is the leader.
-    pub is_leader: AtomicU64,
-    /// Requests refused by authentication or cluster name, by reason (in the order of
-    /// [`Rejection::ALL`]).
-    pub refused: [AtomicU64; Rejection::ALL.len()],
+    pub is_leader: Gauge,
+    /// Requests refused by authentication or cluster name, by reason.
+    refused: Family<Refusal, Counter>,
     /// Connections currently open to the HTTP API.
-    pub connections_open: AtomicU64,
+    pub connections_open: Gauge,
     /// Connections closed because the cap was reached: the oldest silent one closed to
     /// make room, or the newcomer when every open one is a peer's.
-    pub connections_shed: AtomicU64,
+    pub connections_shed: Counter,
     /// Announcements of unknown addresses not fetched back (over the core's bounds).
-    pub announces_dropped: AtomicU64,
+    pub announces_dropped: Counter,
     /// Peer states refused for a term no real history can produce.
-    pub terms_rejected: AtomicU64,
+    pub terms_rejected: Counter,
     /// The failure detector's local health score (0 healthy ..= 8).
-    pub health_score: AtomicU64,
+    pub health_score: Gauge,
     /// Consecutive failed observations that remove a member now.
-    pub evidence_needed: AtomicU64,
+    pub evidence_needed: Gauge,
     /// Members suspect now.
-    pub suspects: AtomicU64,
+    pub suspects: Gauge,
+    registry: Registry,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut r = Registry::with_prefix("les");
+        let m = Metrics {
+            requests_sent: Counter::default(),
+            requests_failed: Counter::default(),
+            bytes_received: Counter::default(),
+            requests_served: Counter::default(),
+            bytes_served: Counter::default(),
+            leader_changes: Counter::default(),
+            last_leader_change: Seconds::default(),
+            members: Gauge::default(),
+            term: Gauge::default(),
+            is_leader: Gauge::default(),
+            refused: Family::default(),
+            connections_open: Gauge::default(),
+            connections_shed: Counter::default(),
+            announces_dropped: Counter::default(),
+            terms_rejected: Counter::default(),
+            health_score: Gauge::default(),
+            evidence_needed: Gauge::default(),
+            suspects: Gauge::default(),
+            registry: Registry::default(),
+        };
+        let counters = [
+            ("requests_sent", "Requests sent to peers", &m.requests_sent),
+            ("requests_failed", "Requests to peers that failed", &m.requests_failed),
+            ("bytes_received", "Answer body bytes received from peers", &m.bytes_received),
+            ("requests_served", "Requests served by the HTTP API", &m.requests_served),
+            ("bytes_served", "Body bytes sent by the HTTP API", &m.bytes_served),
+            ("leader_changes", "Changes of leader seen by this node", &m.leader_changes),
+            ("connections_shed", "Connections closed because the connection cap was reached (oldest silent one, or the newcomer)", &m.connections_shed),
+            ("announces_dropped", "Announcements of unknown addresses not fetched back (rate and count bounds)", &m.announces_dropped),
+            ("terms_rejected", "Peer states refused for a term more than a day ahead of the wall clock", &m.terms_rejected),
+        ];
+        for (name, help, c) in counters {
+            r.register(name, help, c.clone());
+        }
+        let gauges = [
+            ("members", "Members known, this node excluded", &m.members),
+            ("term", "This node's term (the leader's is the fencing token)", &m.term),
+            ("is_leader", "1 if this node is the leader and may act as one", &m.is_leader),
+            ("connections_open", "Connections open to the HTTP API", &m.connections_open),
+            ("health_score", "Local health score, 0 (healthy) to 8: this node's own timers fire late; its timeouts are multiplied by 1 + score", &m.health_score),
+            ("evidence_needed", "Consecutive failed observations that remove a member at the loss rate measured now", &m.evidence_needed),
+            ("suspects", "Members suspect now (a request timed out; being probed)", &m.suspects),
+        ];
+        for (name, help, g) in gauges {
+            r.register(name, help, g.clone());
+        }
+        r.register(
+            "last_leader_change_timestamp_seconds",
+            "When this node last saw the leader change, epoch seconds (0 before the first)",
+            m.last_leader_change.clone(),
+        );
+        r.register(
+            "requests_refused",
+            "Requests refused by authentication or cluster name, by reason",
+            m.refused.clone(),
+        );
+        for why in Rejection::ALL {
+            // Every reason from the start, at 0, so a rate() over it is defined.
+            let _ = m.refused.get_or_create(&Refusal {
+                reason: why.label(),
+            });
+        }
+        Metrics { registry: r, ..m }
+    }
 }
 
 /// A point-in-time copy of [`Metrics`].
@@ -88,158 +178,90 @@ pub struct MetricsSnapshot {
     pub suspects: u64,
 }
 
+/// A counter or gauge that can be brought to an absolute value ([`Metrics::set`]).
+pub(crate) trait SetTo {
+    /// Bring the metric to `v`; a counter only ever moves up.
+    fn set_to(&self, v: u64);
+}
+
+impl SetTo for Counter {
+    fn set_to(&self, v: u64) {
+        let now = self.get();
+        if v > now {
+            self.inc_by(v - now);
+        }
+    }
+}
+
+impl SetTo for Gauge {
+    fn set_to(&self, v: u64) {
+        self.set(i64::try_from(v).unwrap_or(i64::MAX));
+    }
+}
+
 impl Metrics {
-    pub(crate) fn add(counter: &AtomicU64, n: u64) {
-        counter.fetch_add(n, Ordering::Relaxed);
+    pub(crate) fn add(counter: &Counter, n: u64) {
+        counter.inc_by(n);
     }
 
-    pub(crate) fn set(gauge: &AtomicU64, v: u64) {
-        gauge.store(v, Ordering::Relaxed);
+    /// Set a gauge, or bring a counter kept elsewhere (the core's) up to its total.
+    pub(crate) fn set(metric: &impl SetTo, v: u64) {
+        metric.set_to(v);
     }
 
     /// Count a refused request.
     pub(crate) fn count_rejection(&self, why: Rejection) {
-        if let Some(i) = Rejection::ALL.iter().position(|r| *r == why) {
-            Metrics::add(&self.refused[i], 1);
-        }
+        self.refused
+            .get_or_create(&Refusal {
+                reason: why.label(),
+            })
+            .inc();
+    }
+
+    /// Note a change of leader seen at `epoch_seconds` (wall clock).
+    pub(crate) fn leader_changed(&self, epoch_seconds: f64) {
+        self.leader_changes.inc();
+        self.last_leader_change.set(epoch_seconds);
     }
 
     /// Copy every counter.
     pub fn snapshot(&self) -> MetricsSnapshot {
-        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let g = |c: &Gauge| u64::try_from(c.get()).unwrap_or(0);
         MetricsSnapshot {
-            requests_sent: g(&self.requests_sent),
-            requests_failed: g(&self.requests_failed),
-            bytes_received: g(&self.bytes_received),
-            requests_served: g(&self.requests_served),
-            bytes_served: g(&self.bytes_served),
-            leader_changes: g(&self.leader_changes),
+            requests_sent: self.requests_sent.get(),
+            requests_failed: self.requests_failed.get(),
+            bytes_received: self.bytes_received.get(),
+            requests_served: self.requests_served.get(),
+            bytes_served: self.bytes_served.get(),
+            leader_changes: self.leader_changes.get(),
             members: g(&self.members),
             term: g(&self.term),
             is_leader: g(&self.is_leader),
-            requests_refused: self.refused.iter().map(g).sum(),
+            requests_refused: Rejection::ALL
+                .iter()
+                .map(|why| {
+                    self.refused
+                        .get_or_create(&Refusal {
+                            reason: why.label(),
+                        })
+                        .get()
+                })
+                .sum(),
             connections_open: g(&self.connections_open),
-            connections_shed: g(&self.connections_shed),
-            announces_dropped: g(&self.announces_dropped),
-            terms_rejected: g(&self.terms_rejected),
+            connections_shed: self.connections_shed.get(),
+            announces_dropped: self.announces_dropped.get(),
+            terms_rejected: self.terms_rejected.get(),
             health_score: g(&self.health_score),
             evidence_needed: g(&self.evidence_needed),
             suspects: g(&self.suspects),
         }
     }
 
-    /// Prometheus text exposition format.
+    /// The OpenMetrics text exposition format (Prometheus reads it).
     pub fn render(&self) -> String {
-        let s = self.snapshot();
         let mut out = String::new();
-        let rows: [(&str, &str, &str, u64); 16] = [
-            (
-                "les_requests_sent_total",
-                "counter",
-                "Requests sent to peers.",
-                s.requests_sent,
-            ),
-            (
-                "les_requests_failed_total",
-                "counter",
-                "Requests to peers that failed.",
-                s.requests_failed,
-            ),
-            (
-                "les_bytes_received_total",
-                "counter",
-                "Answer body bytes received from peers.",
-                s.bytes_received,
-            ),
-            (
-                "les_requests_served_total",
-                "counter",
-                "Requests served by the HTTP API.",
-                s.requests_served,
-            ),
-            (
-                "les_bytes_served_total",
-                "counter",
-                "Body bytes sent by the HTTP API.",
-                s.bytes_served,
-            ),
-            (
-                "les_leader_changes_total",
-                "counter",
-                "Changes of leader seen by this node.",
-                s.leader_changes,
-            ),
-            (
-                "les_members",
-                "gauge",
-                "Members known, this node excluded.",
-                s.members,
-            ),
-            ("les_term", "gauge", "This node's term.", s.term),
-            (
-                "les_is_leader",
-                "gauge",
-                "1 if this node is the leader.",
-                s.is_leader,
-            ),
-            (
-                "les_connections_open",
-                "gauge",
-                "Connections open to the HTTP API.",
-                s.connections_open,
-            ),
-            (
-                "les_connections_shed_total",
-                "counter",
-                "Connections closed because the connection cap was reached (oldest silent one, or the newcomer).",
-                s.connections_shed,
-            ),
-            (
-                "les_announces_dropped_total",
-                "counter",
-                "Announcements of unknown addresses not fetched back (rate and count bounds).",
-                s.announces_dropped,
-            ),
-            (
-                "les_terms_rejected_total",
-                "counter",
-                "Peer states refused for a term more than a day ahead of the wall clock.",
-                s.terms_rejected,
-            ),
-            (
-                "les_health_score",
-                "gauge",
-                "Local health score, 0 (healthy) to 8: this node's own timers fire late; its timeouts are multiplied by 1 + score.",
-                s.health_score,
-            ),
-            (
-                "les_evidence_needed",
-                "gauge",
-                "Consecutive failed observations that remove a member at the loss rate measured now.",
-                s.evidence_needed,
-            ),
-            (
-                "les_suspects",
-                "gauge",
-                "Members suspect now (a request timed out; being probed).",
-                s.suspects,
-            ),
-        ];
-        for (name, kind, help, value) in rows {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
-            );
-        }
-        let name = "les_requests_refused_total";
-        let _ = writeln!(
-            out,
-            "# HELP {name} Requests refused by authentication or cluster name.\n# TYPE {name} counter"
-        );
-        for (why, n) in Rejection::ALL.iter().zip(&self.refused) {
-            let (reason, n) = (why.label(), n.load(Ordering::Relaxed));
-            let _ = writeln!(out, "{name}{{reason=\"{reason}\"}} {n}");
-        }
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
     }
 }

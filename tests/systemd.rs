@@ -10,7 +10,7 @@ use std::os::unix::net::UnixDatagram;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{free_ports, Proc};
+use common::{free_ports, les_command, Proc};
 
 /// Every datagram received within `within`.
 fn collect(sock: &UnixDatagram, within: Duration) -> Vec<String> {
@@ -42,14 +42,7 @@ fn ready_status_watchdog_and_stopping_reach_the_notify_socket() {
     let addr = format!("127.0.0.1:{port}");
     let mut node = Proc::spawn(
         "les",
-        Command::new(env!("CARGO_BIN_EXE_les"))
-            .args([
-                "--bind-interface",
-                "127.0.0.1",
-                "--bind-port",
-                &port.to_string(),
-            ])
-            .args(["--advertise-addr", &addr, "--seeds", &addr])
+        les_command(port, &addr)
             .env("NOTIFY_SOCKET", &path)
             .env("WATCHDOG_USEC", "200000"),
     );

@@ -62,7 +62,10 @@ pub(crate) fn announce_change(
         is_self = change.gained(),
         "leader changed"
     );
-    Metrics::add(&metrics.leader_changes, 1);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
+    metrics.leader_changed(now);
     let _ = dispatch.send(Dispatch::Change(change));
 }
 

@@ -98,6 +98,21 @@ impl Drop for Proc {
     }
 }
 
+/// The `les` binary serving on 127.0.0.1:`port` as `127.0.0.1:port` with `seeds` (its
+/// own address for a one-node cluster); add flags or environment before spawning.
+pub fn les_command(port: u16, seeds: &str) -> Command {
+    let addr = format!("127.0.0.1:{port}");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_les"));
+    cmd.args([
+        "--bind-interface",
+        "127.0.0.1",
+        "--bind-port",
+        &port.to_string(),
+    ])
+    .args(["--advertise-addr", &addr, "--seeds", seeds]);
+    cmd
+}
+
 /// Poll `check` every 10 ms until it returns `Some`, or panic after `within`.
 pub fn wait_for<T>(what: &str, within: Duration, mut check: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + within;
