@@ -122,7 +122,7 @@ fn plain_words(message: &str) -> String {
             "expected an IP:port in quotes, e.g. \"127.0.0.1:4100\"",
         ),
     ];
-    let mut out = message.trim().to_string();
+    let mut out = message.trim().replace('\n', "; ");
     if let Some(i) = out.find(", expected one of") {
         out.truncate(i);
         out.push_str(" (les.toml.example lists every key)");

@@ -311,6 +311,7 @@ fn check_resolution(args: &RunArgs, file: FileConfig) {
                     ConfigError::Address { .. }
                         | ConfigError::Invalid { .. }
                         | ConfigError::Missing { .. }
+                        | ConfigError::MissingSeveral(_)
                 ),
                 "unexpected kind of error: {e:?}"
             );
