@@ -49,12 +49,16 @@ const DRAIN: Duration = Duration::from_millis(200);
 /// How a command failed.
 #[derive(Debug, thiserror::Error)]
 pub enum CommandError {
+    /// `sh` could not be started.
     #[error("cannot start `sh`: {0}")]
     Spawn(io::Error),
+    /// The command exited unsuccessfully (non-zero status, or killed by a signal).
     #[error("failed ({0})")]
     Exit(ExitStatus),
+    /// The command ran past its timeout; its whole process group was killed.
     #[error("timed out after {0:?}; killed")]
     TimedOut(Duration),
+    /// Waiting for the command failed.
     #[error("cannot wait for it: {0}")]
     Wait(io::Error),
 }

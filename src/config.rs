@@ -250,32 +250,56 @@ fn at_most_a_day(key: &'static str, d: Duration) -> Result<(), ConfigError> {
 /// A configuration that cannot be used. Nothing has started when this is returned.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// A setting that must be a `host:port` address (`advertise_addr`, a seed) is not one.
     #[error("`{key}`: {value:?} is not a valid host:port address: {why}")]
     Address {
+        /// The setting's key, as in the config file (`advertise_addr`, `seeds`).
         key: &'static str,
+        /// The value given.
         value: String,
+        /// What is wrong with it.
         why: AddrError,
     },
+    /// A setting's value is out of range or inconsistent with another setting.
     #[error("`{key}` {why}")]
-    Invalid { key: &'static str, why: String },
+    Invalid {
+        /// The setting's key, as in the config file.
+        key: &'static str,
+        /// What is wrong, in words (`must be at most 1day`).
+        why: String,
+    },
+    /// A required setting (`advertise_addr`, `seeds`) was given neither as a flag, nor in
+    /// the environment, nor in the config file.
     #[error(
         "`{key}` is required (flag --{flag}, environment {env}, or `{key}` in the config file)"
     )]
     Missing {
+        /// The setting's key in the config file.
         key: &'static str,
+        /// The flag that sets it, without the leading `--`.
         flag: &'static str,
+        /// The environment variable that sets it (`LES_…`).
         env: &'static str,
     },
     /// Several required settings are missing (all of them are named at once).
     #[error("{}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"))]
     MissingSeveral(Vec<ConfigError>),
+    /// The config file (`--config`) could not be read.
     #[error("cannot read config file {path}: {source}")]
     Read {
+        /// The path given.
         path: PathBuf,
+        /// The I/O error.
         source: std::io::Error,
     },
+    /// The config file is not valid TOML for [`FileConfig`] (an unknown key, a wrong type).
     #[error("config file {path}: {message}")]
-    Parse { path: PathBuf, message: String },
+    Parse {
+        /// The path given.
+        path: PathBuf,
+        /// What is wrong, on one line: the line, the key and what was expected.
+        message: String,
+    },
 }
 
 mod args;
@@ -367,9 +391,13 @@ pub struct KeyConfig {
 /// [`crate::daemon::node_builder`] turns it into a node.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Resolved {
+    /// The validated node configuration.
     pub config: Config,
+    /// Hook commands and health check.
     pub hooks: HookConfig,
+    /// Keyring settings for signed requests.
     pub keys: KeyConfig,
+    /// Log output format (`--log-format`); verbosity comes from `RUST_LOG`.
     pub log_format: LogFormat,
 }
 

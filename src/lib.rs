@@ -50,6 +50,8 @@
 //! # }
 //! ```
 
+#![warn(missing_docs)]
+
 pub mod api;
 pub mod auth;
 pub mod backend;

@@ -54,13 +54,18 @@ use protocol::{Channels, Links, Protocol, Timing};
 /// Why a node could not start, or could not answer.
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
+    /// The configuration did not validate.
     #[error("invalid configuration: {0}")]
     Config(#[from] ConfigError),
+    /// The HTTP API could not listen on its address (a port in use, say).
     #[error("cannot listen on {addr}: {source}")]
     Bind {
+        /// The address it tried to bind.
         addr: SocketAddr,
+        /// The I/O error.
         source: std::io::Error,
     },
+    /// The node has already stopped, so it cannot answer.
     #[error("the node has stopped")]
     Stopped,
 }

@@ -123,16 +123,23 @@ fn de_leader<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error
 /// Why a peer's state was rejected.
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum InvalidState {
+    /// `start_time` is NaN or infinite; holds the value received.
     #[error("`start_time` must be a finite number of seconds, got {0}")]
     StartTime(f64),
+    /// `members` lists more than [`MAX_MEMBERS`] entries; holds how many.
     #[error("`members` has {0} entries, more than the {MAX_MEMBERS} accepted")]
     TooManyMembers(usize),
+    /// `cluster` is not a valid cluster name (letters, digits, `-`, `_`, `.`); holds it.
     #[error("`cluster` {0:?} is not a valid cluster name")]
     Cluster(String),
+    /// An address in the state is not a usable `host:port`.
     #[error("`{field}` holds an invalid address {addr:?}: {why}")]
     Address {
+        /// The field that holds it (`members`, `removed` or `leader`).
         field: &'static str,
+        /// The address as received.
         addr: String,
+        /// What is wrong with it.
         why: AddrError,
     },
 }
@@ -192,8 +199,10 @@ pub fn state_etag(body: &[u8]) -> String {
 /// A peer's answer could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum StateParseError {
+    /// The body is not JSON of the state's shape.
     #[error("malformed state JSON: {0}")]
     Json(#[from] serde_json::Error),
+    /// The body is a state document, but its values are not acceptable.
     #[error("invalid state: {0}")]
     Invalid(#[from] InvalidState),
 }
@@ -201,14 +210,19 @@ pub enum StateParseError {
 /// Why a string is not a usable `host:port` address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum AddrError {
+    /// The string is empty.
     #[error("it is empty")]
     Empty,
+    /// The string is longer than [`MAX_ADDR_LEN`] bytes.
     #[error("it is longer than {MAX_ADDR_LEN} bytes")]
     TooLong,
+    /// There is no `:port` after the host.
     #[error("it has no `:port`")]
     NoPort,
+    /// The port is not a number from 1 to 65535.
     #[error("the port is not a number from 1 to 65535")]
     BadPort,
+    /// The host is empty or has characters not allowed in a host name.
     #[error("the host is empty or contains characters not allowed in a host name")]
     BadHost,
 }

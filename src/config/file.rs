@@ -14,48 +14,77 @@ use super::{ConfigError, LogFormat};
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
+    /// `bind_interface`: interface address the HTTP API binds to (with `bind_port`, [`super::Config::bind`]).
     pub bind_interface: Option<IpAddr>,
+    /// `bind_port`: port the HTTP API listens on (with `bind_interface`, [`super::Config::bind`]).
     pub bind_port: Option<u16>,
+    /// `advertise_addr`: `host:port` other nodes use to reach this node, its identity (see [`super::Config::advertise_addr`]).
     pub advertise_addr: Option<String>,
+    /// `seeds`: nodes contacted at start (see [`super::Config::seeds`]).
     pub seeds: Option<Vec<String>>,
+    /// `name`: human-friendly name (see [`super::Config::name`]).
     pub name: Option<String>,
+    /// `interval`: gossip round period (see [`super::Config::interval`]).
     #[serde(default, with = "humantime_serde")]
     pub interval: Option<Duration>,
     /// Python-compatible alias of `interval`, in whole seconds.
     pub loop_rate: Option<u64>,
+    /// `request_timeout`: deadline for one request to a peer (see [`super::Config::request_timeout`]).
     #[serde(default, with = "humantime_serde")]
     pub request_timeout: Option<Duration>,
+    /// `suspicion_timeout`: how long a suspect member has before removal (see [`super::Config::suspicion_timeout`]).
     #[serde(default, with = "humantime_serde")]
     pub suspicion_timeout: Option<Duration>,
+    /// `rejoin_holdoff`: how long a removed member may not return with its old start time (see [`super::Config::rejoin_holdoff`]).
     #[serde(default, with = "humantime_serde")]
     pub rejoin_holdoff: Option<Duration>,
+    /// `fanout`: members contacted per round, 0 for all (see [`super::Config::fanout`]).
     pub fanout: Option<usize>,
+    /// `eligible`: whether this node may lead (see [`super::Config::eligible`]).
     pub eligible: Option<bool>,
+    /// `quorum`: confirmations a leader needs before it acts, 0 for off (see [`super::Config::quorum`]).
     pub quorum: Option<usize>,
+    /// `lease`: how long a quorum's (or the database's) confirmation lasts (see [`super::Config::lease`]).
     #[serde(default, with = "humantime_serde")]
     pub lease: Option<Duration>,
+    /// `watch_interval`: leader watch period, `0s` for off (see [`super::Config::watch_interval`]).
     #[serde(default, with = "humantime_serde")]
     pub watch_interval: Option<Duration>,
+    /// `log_format`: `text` or `json` (see [`super::Resolved::log_format`]).
     pub log_format: Option<LogFormat>,
+    /// `on_leader`: command run on becoming leader (see [`super::HookConfig::on_leader`]).
     pub on_leader: Option<String>,
+    /// `on_follower`: command run on stopping leading and at start-up (see [`super::HookConfig::on_follower`]).
     pub on_follower: Option<String>,
+    /// `on_change`: command run on every leader change (see [`super::HookConfig::on_change`]).
     pub on_change: Option<String>,
+    /// `hook_timeout`: longest the hooks of one change may run (see [`super::HookConfig::hook_timeout`]).
     #[serde(default, with = "humantime_serde")]
     pub hook_timeout: Option<Duration>,
+    /// `step_down_cooldown`: ineligibility after a failed `on_leader` (see [`super::HookConfig::step_down_cooldown`]).
     #[serde(default, with = "humantime_serde")]
     pub step_down_cooldown: Option<Duration>,
+    /// `health_check`: command whose non-zero exit makes the node ineligible (see [`super::HookConfig::health_check`]).
     pub health_check: Option<String>,
+    /// `health_interval`: period of the health check (see [`super::HookConfig::health_interval`]).
     #[serde(default, with = "humantime_serde")]
     pub health_interval: Option<Duration>,
+    /// `cluster`: cluster name, empty for none (see [`super::Config::cluster`]).
     pub cluster: Option<String>,
+    /// `key_file`: keyring file for signed requests (see [`super::KeyConfig::key_file`]).
     pub key_file: Option<PathBuf>,
+    /// `accept_unsigned`: with a key file, also accept unsigned requests (see [`super::KeyConfig::accept_unsigned`]).
     pub accept_unsigned: Option<bool>,
+    /// `max_connections`: most connections the HTTP API keeps open (see [`super::Config::max_connections`]).
     pub max_connections: Option<usize>,
     /// `gossip` or a `postgres://` URL.
     pub backend: Option<String>,
+    /// `admin_addr`: extra address for `/ping`, `/diag` and `/metrics` (see [`super::Config::admin_bind`]).
     pub admin_addr: Option<SocketAddr>,
+    /// `relinquish_every`: a leader steps down after leading this long (see [`super::Config::relinquish_every`]).
     #[serde(default, with = "humantime_serde")]
     pub relinquish_every: Option<Duration>,
+    /// `relinquish_cron`: cron times (UTC) at which the leader steps down (see [`super::Config::relinquish_cron`]).
     pub relinquish_cron: Option<String>,
 }
 

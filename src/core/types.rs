@@ -89,36 +89,71 @@ pub enum Failure {
 pub enum Event {
     /// The round timer fired. `wall` is the wall clock (epoch seconds), used only to take
     /// a new start time after a pause.
-    Tick { wall: f64 },
+    Tick {
+        /// Wall clock now, in epoch seconds.
+        wall: f64,
+    },
     /// A `FetchState` succeeded; `state` is already validated.
-    StateReceived { from: String, state: PeerState },
+    StateReceived {
+        /// Address (`host:port`) of the peer that answered.
+        from: String,
+        /// Its state document, already validated.
+        state: PeerState,
+    },
     /// A `FetchState` failed.
-    ContactFailed { addr: String, failure: Failure },
+    ContactFailed {
+        /// Address (`host:port`) of the peer that could not be used.
+        addr: String,
+        /// How the fetch failed.
+        failure: Failure,
+    },
     /// Answer to a `Probe`: whether `target` answered the helper's ping. Sent only when
     /// the helper itself answered: a helper that could not be asked says nothing about
     /// the target.
-    ProbeAnswered { target: String, reachable: bool },
+    ProbeAnswered {
+        /// The member the helper was asked to ping.
+        target: String,
+        /// Whether the target answered the helper's ping in time.
+        reachable: bool,
+    },
     /// Answer to a `Ping`: `Ok` if `addr` answered within the timeout, else how it
     /// failed.
     PingAnswered {
+        /// The peer asked (its advertise address, `host:port`).
         addr: String,
+        /// `Ok(())` if it answered `/ping` in time, else why not.
         result: Result<(), Failure>,
     },
     /// A peer called `GET /state/{addr}` on us, naming itself.
-    Announced { addr: String },
+    Announced {
+        /// The caller's advertise address (`host:port`), as it named itself.
+        addr: String,
+    },
     /// An idle keep-alive connection to `addr` was closed by the other side. When a
     /// process dies its kernel closes its sockets, so this is often the first sign of a
     /// crash; the core checks the member at once instead of at its next round.
-    ConnectionLost { addr: String },
+    ConnectionLost {
+        /// Address (`host:port`) of the peer whose connection closed.
+        addr: String,
+    },
     /// A peer announced it is leaving (`POST /leave/{addr}`).
-    LeaveReceived { addr: String },
+    LeaveReceived {
+        /// Address (`host:port`) of the peer that is leaving.
+        addr: String,
+    },
     /// We are shutting down gracefully: give up leadership and tell the members.
     Leave,
     /// Result of the health check: an unhealthy node is not eligible.
-    SetHealth { healthy: bool },
+    SetHealth {
+        /// `true` if the latest health check passed (exited 0).
+        healthy: bool,
+    },
     /// Leadership could not be taken up (the leader hook failed): not eligible for
     /// `cooldown`, so the next most senior node takes over.
-    StepDown { cooldown: Duration },
+    StepDown {
+        /// How long this node stays ineligible (`step_down_cooldown`).
+        cooldown: Duration,
+    },
     /// The operator asked this node to give up leadership on purpose (`les step-down`,
     /// `POST /step-down`, a relinquish schedule). A leader forfeits its seniority (its
     /// start time becomes `wall`, epoch seconds, or just after its old one), names the
@@ -126,7 +161,11 @@ pub enum Event {
     /// ([`Action::Notify`]), so they all elect that node within a round trip. It stays
     /// eligible: it is merely junior. A node that is not the leader, or that has no
     /// eligible member to hand over to, ignores it.
-    Relinquish { wall: f64 },
+    Relinquish {
+        /// Wall clock now, in epoch seconds: the leader's new start time, or just after its
+        /// old one if that is later.
+        wall: f64,
+    },
     /// The time returned by [`Core::next_deadline`](super::Core::next_deadline) has come (a lease or a promise may
     /// have run out). Carries no other information.
     Wake,
@@ -134,7 +173,12 @@ pub enum Event {
     /// (`GET /state/{to}`) at monotonic time `at`: `to` may count it as a confirmation,
     /// so this node must not confirm anyone else until that promise has run out. The
     /// runtime feeds the latest such time before every other event.
-    VoteServed { to: String, at: Duration },
+    VoteServed {
+        /// The address (`host:port`) the state was served to, which it names as leader.
+        to: String,
+        /// Monotonic time of serving, on the same clock as the core's other times.
+        at: Duration,
+    },
 }
 
 /// Why a member was removed.
@@ -194,35 +238,63 @@ impl LeaderChange {
 pub enum Action {
     /// `GET /state/{me}` at `addr`; answer with `StateReceived` or `ContactFailed`.
     /// At most one fetch per address is outstanding at a time.
-    FetchState { addr: String },
+    FetchState {
+        /// The peer to fetch from (`host:port`).
+        addr: String,
+    },
     /// Ask `via` to ping `target` (`GET /probe/{target}`), giving the helper's ping
     /// `timeout` at most; answer with `ProbeAnswered` if the helper answers.
     Probe {
+        /// The member to check (`host:port`).
         target: String,
+        /// The member asked to do the ping (`host:port`).
         via: String,
+        /// Longest the helper's own ping may take.
         timeout: Duration,
     },
     /// `GET /ping` at `addr` with this `timeout` (the leader watch); answer with
     /// `PingAnswered`. At most one is outstanding at a time.
-    Ping { addr: String, timeout: Duration },
+    Ping {
+        /// The leader to ping (`host:port`).
+        addr: String,
+        /// Longest the ping may take, adapted to measured round trips.
+        timeout: Duration,
+    },
     /// `POST /leave/{me}` at `addr`, best effort; no answer expected.
-    SendLeave { addr: String },
+    SendLeave {
+        /// The member to tell (`host:port`).
+        addr: String,
+    },
     /// `POST /leave/{me}` at `addr` now, best effort, while this node stays a member:
     /// a les node checks a leave notice with its sender before anything else, so the
     /// notice of a node that is not leaving just makes `addr` fetch its new state at
     /// once (after a step-down: its new start time). A Python node drops the sender
     /// instead, and adds it back (as junior) at its next contact.
-    Notify { addr: String },
+    Notify {
+        /// The member to notify (`host:port`).
+        addr: String,
+    },
     /// The leader changed. Reported in order, once per change.
     LeaderChanged(LeaderChange),
     /// A member was added (for logs and observers).
-    MemberAdded { addr: String },
+    MemberAdded {
+        /// The member added (`host:port`).
+        addr: String,
+    },
     /// A member was removed (for logs and observers).
-    MemberRemoved { addr: String, reason: RemoveReason },
+    MemberRemoved {
+        /// The member removed (`host:port`).
+        addr: String,
+        /// Why it was removed.
+        reason: RemoveReason,
+    },
     /// This node took a new start time (epoch seconds): it is the most junior member
     /// now, after a pause, a lost quorum, a step-down or a partition (for logs and
     /// observers; the new state follows with `StateChanged`).
-    StartTimeChanged { start_time: f64 },
+    StartTimeChanged {
+        /// The new start time, in epoch seconds.
+        start_time: f64,
+    },
     /// This node's own state document changed: republish `/state`.
     StateChanged,
 }

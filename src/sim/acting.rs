@@ -21,7 +21,9 @@ use crate::sim::trace::{TraceEntry, TraceEvent};
 /// leader.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ActingSpan {
+    /// Simulation name of the node (`n1`).
     pub node: String,
+    /// Which run of the node: 1 for its first start, one more for each restart.
     pub incarnation: u32,
     /// The node's term when the span began (its fencing token).
     pub term: u64,

@@ -47,11 +47,14 @@ impl fmt::Display for NodeStatus {
 /// simulation names.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct NodeView {
+    /// Simulation name of the node (`n1`).
     pub name: String,
+    /// Whether it is up, paused, leaving, crashed or stopped (or never started) at the snapshot's time.
     pub status: NodeStatus,
     /// Its seniority: start time in ms relative to [`crate::sim::BASE_EPOCH`] (`None` if
     /// the node is not up).
     pub start_time_ms: Option<i64>,
+    /// Its term (`None` if the node is not up).
     pub term: Option<u64>,
     /// The leader it follows or is.
     pub leader: Option<String>,
@@ -99,10 +102,13 @@ impl NodeView {
 /// YAML snapshots.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Snapshot {
+    /// The seed of the run; the snapshot is a function of it.
     pub seed: u64,
     /// Simulated milliseconds since the start of the run.
     pub at_ms: u64,
+    /// Every node's view, one per node.
     pub nodes: Vec<NodeView>,
+    /// Every leader change of the run, in the order they happened.
     pub leader_changes: Vec<LeaderChangeRecord>,
 }
 

@@ -15,65 +15,109 @@ pub enum TraceEvent {
     /// The node's software started (first start or restart); `start_time_ms` is its
     /// seniority, read from its own clock, relative to the simulation's base epoch.
     Started {
+        /// Simulation name of the node this happened on (`n1`).
         node: String,
+        /// Which run of the node: 1 for its first start, one more for each restart.
         incarnation: u32,
+        /// Its start time (seniority) in ms relative to [`crate::sim::BASE_EPOCH`], as its own
+        /// clock read it.
         start_time_ms: i64,
     },
     /// The node was killed: no goodbye, its port is closed.
-    Crashed { node: String },
+    Crashed {
+        /// Simulation name of the node killed.
+        node: String,
+    },
     /// The node was frozen (SIGSTOP): it does nothing until [`TraceEvent::Resumed`].
-    Paused { node: String },
+    Paused {
+        /// Simulation name of the node frozen.
+        node: String,
+    },
     /// The frozen node runs again (SIGCONT).
-    Resumed { node: String },
+    Resumed {
+        /// Simulation name of the node resumed.
+        node: String,
+    },
     /// A graceful stop was requested: the node gives up leadership and says goodbye.
-    Leaving { node: String },
+    Leaving {
+        /// Simulation name of the node leaving.
+        node: String,
+    },
     /// The graceful stop finished: the node's software has ended.
-    Stopped { node: String },
+    Stopped {
+        /// Simulation name of the node stopped.
+        node: String,
+    },
     /// The node's core started (`leading: true`) or stopped leading: what
     /// `NodeHandle::is_leader` shows from this instant. Its `LeaderChanged` handler
     /// hears of it at the same instant or, if busy or paused, later.
     Leading {
+        /// Simulation name of the node this happened on (`n1`).
         node: String,
+        /// Which run of the node: 1 for its first start, one more for each restart.
         incarnation: u32,
+        /// `true` when it started leading, `false` when it stopped.
         leading: bool,
+        /// The node's term at this instant (its fencing token while leading).
         term: u64,
     },
     /// The node's `LeaderChanged` handler was called.
     LeaderChanged {
+        /// Simulation name of the node this happened on (`n1`).
         node: String,
+        /// Which run of the node: 1 for its first start, one more for each restart.
         incarnation: u32,
+        /// The leader before the change (simulation name), `None` if there was none.
         from: Option<String>,
+        /// The leader after the change, `None` while there is none.
         to: Option<String>,
+        /// The node's term after the change.
         term: u64,
     },
     /// The node added `member` to its member list.
     MemberAdded {
+        /// Simulation name of the node this happened on (`n1`).
         node: String,
+        /// Which run of the node: 1 for its first start, one more for each restart.
         incarnation: u32,
+        /// Simulation name of the member added.
         member: String,
     },
     /// The node removed `member` from its member list.
     MemberRemoved {
+        /// Simulation name of the node this happened on (`n1`).
         node: String,
+        /// Which run of the node: 1 for its first start, one more for each restart.
         incarnation: u32,
+        /// Simulation name of the member removed.
         member: String,
+        /// Why, as [`crate::core::RemoveReason`] displays it (`unreachable`, `timed out`, `left`, …).
         reason: String,
     },
     /// The node took a new start time (it became the most junior member).
     StartTimeChanged {
+        /// Simulation name of the node this happened on (`n1`).
         node: String,
+        /// Which run of the node: 1 for its first start, one more for each restart.
         incarnation: u32,
+        /// The new start time in ms relative to [`crate::sim::BASE_EPOCH`].
         start_time_ms: i64,
     },
     /// Ground truth from the network: the node read, for the first time in this
     /// incarnation, an answer from `peer` on a connection it opened.
     FirstHeard {
+        /// Simulation name of the node this happened on (`n1`).
         node: String,
+        /// Which run of the node: 1 for its first start, one more for each restart.
         incarnation: u32,
+        /// Simulation name of the peer that answered.
         peer: String,
     },
     /// A change to the network made by the test: partition, heal, loss, latency.
-    Network { change: String },
+    Network {
+        /// What changed, in words: `partition …`, `cut n1 -> n2`, `heal`, `loss 5%`, …
+        change: String,
+    },
 }
 
 /// A [`TraceEvent`] and when it happened.
@@ -82,6 +126,7 @@ pub struct TraceEntry {
     /// Simulated time since the start of the run.
     #[serde(rename = "at_ms", serialize_with = "as_millis")]
     pub at: Duration,
+    /// What happened.
     #[serde(flatten)]
     pub event: TraceEvent,
 }
@@ -95,9 +140,13 @@ fn as_millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error
 pub struct LeaderChangeRecord {
     /// Simulated milliseconds since the start of the run.
     pub at_ms: u64,
+    /// Simulation name of the node whose `LeaderChanged` handler was called.
     pub node: String,
+    /// The leader before the change, `None` if there was none.
     pub from: Option<String>,
+    /// The leader after the change, `None` while there is none.
     pub to: Option<String>,
+    /// The node's term after the change.
     pub term: u64,
 }
 
