@@ -215,8 +215,9 @@ impl<S: LeaseStore> StoreLoop<S> {
                     expires_in: view.expires_in,
                 };
                 let change = self.tenure.round_done(sent, self.now(), &grant);
-                self.report(change);
+                // The view first: what `report` publishes (state, members) is this round's.
                 self.view = Some(view);
+                self.report(change);
                 self.recovered();
                 self.next_round = Instant::now() + self.links.timebase.real(self.timing.interval);
             }
