@@ -1,7 +1,9 @@
 //! The shipped alert rules name only metrics les serves: every `les_*` name in
 //! `dist/prometheus/les.rules.yml` and in the Grafana dashboard must appear as a sample
 //! on a real node's `/metrics`. With `promtool` installed (Debian's `prometheus`
-//! package) the rules file is also checked by it.
+//! package; `.ci/run` installs it) the rules file is also checked by it, and its unit
+//! tests (`dist/prometheus/les.rules.test.yml`) run: each alert fires on the series it
+//! is for.
 
 mod common;
 
@@ -35,10 +37,12 @@ fn metric_names(text: &str) -> BTreeSet<String> {
 fn every_metric_the_rules_and_the_dashboard_use_is_served() {
     let rules = include_str!("../dist/prometheus/les.rules.yml");
     let dashboard = include_str!("../dist/grafana/les.json");
+    let rule_tests = include_str!("../dist/prometheus/les.rules.test.yml");
     serde_json::from_str::<serde_json::Value>(dashboard).expect("the dashboard is JSON");
     let used: BTreeSet<String> = metric_names(rules)
         .into_iter()
         .chain(metric_names(dashboard))
+        .chain(metric_names(rule_tests))
         // Names in prose (`les status`) are not metrics.
         .filter(|n| n != "les_status")
         .collect();
@@ -68,17 +72,33 @@ fn every_metric_the_rules_and_the_dashboard_use_is_served() {
         );
     }
 
-    if Command::new("promtool").arg("--version").output().is_ok() {
-        let out = Command::new("promtool")
-            .args(["check", "rules", "dist/prometheus/les.rules.yml"])
-            .output()
-            .expect("run promtool");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stdout)
-        );
-    } else {
-        eprintln!("promtool not installed: the rules were checked against /metrics only");
-    }
+    promtool(&["check", "rules", "dist/prometheus/les.rules.yml"]);
+    // The alerts fire on the series they are for, and not before their `for:`.
+    promtool(&["test", "rules", "dist/prometheus/les.rules.test.yml"]);
+}
+
+/// Run promtool with `args`, asserting success. Without promtool this says so and
+/// returns, except under CI (`CI` set, where `.ci/run` installs it), where it fails.
+fn promtool(args: &[&str]) {
+    let out = match Command::new("promtool").args(args).output() {
+        Ok(out) => out,
+        Err(e) => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "promtool (Debian package prometheus) is needed under CI: {e}"
+            );
+            eprintln!(
+                "promtool not installed ({e}): `promtool {}` skipped",
+                args.join(" ")
+            );
+            return;
+        }
+    };
+    assert!(
+        out.status.success(),
+        "promtool {}: {}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
