@@ -403,3 +403,75 @@ fn status_watch_redraws_on_a_leader_change_and_lists_it() {
     // Redrawn on changes only: a few drawings, not one per 50 ms.
     assert!(text.matches("----").count() < 10, "{text}");
 }
+
+/// The shape of a JSON value: object keys (the asked node's address as `<self>`, the
+/// other's as `<member>`) and, at the leaves, the JSON type, so a snapshot pins the
+/// field names and not the values. `members[0]` is the asked node.
+fn json_shape(v: &serde_json::Value, members: &[String]) -> serde_json::Value {
+    use serde_json::Value;
+    match v {
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| {
+                    let key = match members.iter().position(|m| m == k) {
+                        Some(0) => "<self>",
+                        Some(_) => "<member>",
+                        None => k,
+                    };
+                    (key.to_string(), json_shape(v, members))
+                })
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(
+            items
+                .first()
+                .map(|i| json_shape(i, members))
+                .into_iter()
+                .collect(),
+        ),
+        Value::String(_) => "string".into(),
+        Value::Number(_) => "number".into(),
+        Value::Bool(_) => "bool".into(),
+        Value::Null => "null".into(),
+    }
+}
+
+#[test]
+fn status_json_is_one_document_with_stable_field_names() {
+    let ports = free_ports(2);
+    let addrs: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    let seeds = addrs.join(",");
+    let _nodes: Vec<common::Proc> = ports
+        .iter()
+        .map(|&p| common::Proc::spawn("les", &mut common::les_command(p, &seeds)))
+        .collect();
+    // Until both are members and a leader is named (exit 0).
+    let doc: serde_json::Value = common::wait_for(
+        "a leader and two members",
+        std::time::Duration::from_secs(20),
+        || {
+            let out = les(&["status", "--json", &addrs[1]], &[]);
+            // One document: serde_json refuses anything after it.
+            let doc: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+            // member_info is about the others; member_states includes the node itself.
+            let two = doc["member_info"].as_object().is_some_and(|m| m.len() == 1)
+                && doc["member_states"].as_object().is_some_and(|m| {
+                    // ... each naming the leader: the steady state, so the shape does
+                    // not depend on timing.
+                    m.len() == 2 && m.values().all(|s| s["leader"] == doc["state"]["leader"])
+                });
+            (out.status.code() == Some(0) && two).then_some(doc)
+        },
+    );
+    assert!(
+        addrs.contains(
+            &doc["state"]["leader"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        ),
+        "{doc}"
+    );
+    let asked_first = [addrs[1].clone(), addrs[0].clone()];
+    insta::assert_json_snapshot!(json_shape(&doc, &asked_first));
+}
