@@ -6,24 +6,33 @@
 //! can migrate node by node.
 //!
 //! # Layout
-//! - [`core`]: the protocol as a pure state machine — membership, failure detection and
-//!   the election rules. No I/O, no clock; unit-tested rule by rule.
-//! - [`node`]: the runtime that drives the core with tokio: timers, one task per peer
+//! Public API (what embedding and testing a cluster needs; semver applies):
+//! - [`node`]: the runtime that drives the protocol with tokio: timers, one task per peer
 //!   request, graceful leave. Start a node here and hold its [`node::NodeHandle`].
-//! - [`api`] and [`client`]: the HTTP API a node serves and the pooled client it uses.
-//! - [`wire`]: the JSON documents on the wire, and validation of what peers send.
 //! - [`config`]: flags, environment and TOML merged into a validated [`config::Config`].
-//! - [`daemon`]: a resolved configuration wired into a node builder with its hook
-//!   commands, health check and crash guard (what the `les` binary runs).
-//! - [`defaults`]: every default setting, once, for all layers.
 //! - [`hooks`]: the [`hooks::LeaderChanged`] and [`hooks::HealthCheck`] traits and
 //!   their calling contract.
 //! - [`commands`]: shell commands as hooks and health checks, for operators (the
 //!   keepalived way), and a crash guard that releases what a killed node held.
+//! - [`daemon`]: a resolved configuration wired into a node builder with its hook
+//!   commands, health check and crash guard (what the `les` binary runs), the shutdown
+//!   signal and systemd notifications.
+//! - [`backend`]: where the election is decided (gossip, or a database through the
+//!   [`backend::LeaseStore`] trait).
+//! - [`auth`]: keyrings, for signing requests to a keyed cluster.
+//! - [`wire`]: the JSON documents on the wire and in `/diag/`, and validation of what
+//!   peers send.
+//! - [`defaults`]: every default setting, once, for all layers.
 //! - [`net`]: the network and wall-clock seams (real, or simulated in tests).
 //! - [`metrics`]: counters, also served on `GET /metrics`.
 //! - `sim` (feature `sim`): a deterministic simulation of whole clusters of real nodes
 //!   over turmoil, with faults, observers and snapshots, for your tests and ours.
+//!
+//! Internals, public only so that the binary, the benchmarks and the tests can reach
+//! them, hidden from these docs and without a stability promise: `core` (the protocol as
+//! a pure state machine — membership, failure detection and the election rules, no I/O
+//! and no clock), `api` (the HTTP API a node serves) and `client` (the pooled HTTP
+//! client it uses).
 //!
 //! # Embedding
 //! ```no_run
@@ -52,12 +61,15 @@
 
 #![warn(missing_docs)]
 
+#[doc(hidden)] // internal: see "Layout" above
 pub mod api;
 pub mod auth;
 pub mod backend;
+#[doc(hidden)] // internal: see "Layout" above
 pub mod client;
 pub mod commands;
 pub mod config;
+#[doc(hidden)] // internal: see "Layout" above
 pub mod core;
 pub mod daemon;
 pub mod defaults;
