@@ -115,12 +115,16 @@ impl Core {
         let new_leader = match self.nominee() {
             None => None,
             Some(n) if n == self.me => {
-                let confirmed = self.members.values().all(|m| {
-                    m.state
-                        .as_ref()
-                        .is_some_and(|s| s.leader.as_deref() == Some(self.me.as_str()))
-                });
-                if self.leader.as_deref() == Some(self.me.as_str()) || confirmed {
+                // A leader keeps leading: only a candidate needs every member's vote
+                // (a scan of every member, on every event the leader handles otherwise).
+                let confirmed = || {
+                    self.members.values().all(|m| {
+                        m.state
+                            .as_ref()
+                            .is_some_and(|s| s.leader.as_deref() == Some(self.me.as_str()))
+                    })
+                };
+                if self.leader.as_deref() == Some(self.me.as_str()) || confirmed() {
                     Some(n)
                 } else if self.handed_over() {
                     self.leader.clone()
