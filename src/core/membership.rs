@@ -253,7 +253,8 @@ impl Core {
         let seniority = |s: &PeerState| (s.start_time.to_bits(), s.eligible, s.leaving);
         let held = self.members.get(&from).and_then(|m| m.state.as_ref());
         if held.map(seniority) != Some(seniority(&state)) {
-            self.seniority_epoch += 1;
+            let now = (state.start_time, state.eligible, state.leaving);
+            self.seniority_changed(&from, Some(now));
         }
         let mut state = state;
         state.members = Vec::new(); // kept without its list (see `join`)
@@ -373,7 +374,7 @@ impl Core {
         out: &mut Vec<Action>,
     ) {
         if let Some(member) = self.members.shift_remove(addr) {
-            self.seniority_epoch += 1;
+            self.seniority_changed(addr, None);
             if member.suspect_since.is_some() {
                 self.suspects -= 1;
             }
