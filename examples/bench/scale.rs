@@ -37,6 +37,8 @@ pub enum CrashKind {
 #[derive(Debug, Clone, Serialize)]
 pub struct ScaleResult {
     pub nodes: usize,
+    /// A lean run (`--sim-lean-from`): no steady state, shorter settling.
+    pub lean: bool,
     pub crash: &'static str,
     #[serde(flatten)]
     pub join: JoinResult,
@@ -46,6 +48,10 @@ pub struct ScaleResult {
     /// Follower crash: until no survivor lists it.
     pub follower_detect_rounds: f64,
     pub follower_detect_messages: u64,
+    /// Survivors that still listed the crashed follower when the wait for its
+    /// detection ended (0: every one detected it; a lean run waits at most
+    /// `LEAN_DETECT_ROUNDS`).
+    pub follower_still_listed: usize,
     pub wall_seconds: f64,
 }
 
@@ -84,6 +90,22 @@ pub const FULL_WAIT_MAX: usize = 1000;
 /// Rounds over which steady-state traffic is measured.
 const STEADY_ROUNDS: u64 = 10;
 
+/// Rounds a run lets pass before each crash and after each detection.
+const SETTLE_ROUNDS: u64 = 5;
+
+/// The same in a lean run (`--sim-lean-from`): member tables grow by about 70 entries a
+/// node a round until full, at about 0.5 kB an entry, so 10,000 nodes fill 18 GB in
+/// about 50 rounds. A lean run skips the steady state and settles 2 rounds instead of
+/// 5, and waits at most [`LEAN_DETECT_ROUNDS`] for a detection, so that both crash
+/// kinds are measured within about 40 rounds of the start.
+const LEAN_SETTLE_ROUNDS: u64 = 2;
+
+/// Rounds a lean run waits for every survivor to drop a crashed follower. Mid-join, a
+/// node that listed it and got no hint from a peer that removed it (tombstones, and so
+/// hints, last `rejoin_holdoff`) finds out only when its rotation reaches it, about
+/// members / fanout rounds later: at 10,000 nodes that is longer than memory lasts.
+const LEAN_DETECT_ROUNDS: u64 = 10;
+
 fn rounds(ms: Option<u64>) -> f64 {
     ms.map(|t| t as f64 / INTERVAL_MS as f64)
         .unwrap_or(f64::NAN)
@@ -107,7 +129,7 @@ pub struct JoinResult {
     pub steady_changes_per_node_round: f64,
 }
 
-fn join(net: &mut Net, n: usize) -> JoinResult {
+fn join(net: &mut Net, n: usize, lean: bool) -> JoinResult {
     let limit = 600 * INTERVAL_MS;
     let phase = Instant::now();
     let conv = net.run_until(limit, |net| net.all_follow(0));
@@ -122,6 +144,20 @@ fn join(net: &mut Net, n: usize) -> JoinResult {
     };
     let full_membership_messages = net.messages;
     eprintln!("  full membership: {:.1} s", phase.elapsed().as_secs_f64());
+    if lean {
+        let known: usize = net.cores.iter().map(Core::member_count).sum();
+        return JoinResult {
+            converge_rounds: rounds(conv),
+            converge_messages,
+            converge_bytes,
+            full_membership_rounds: f64::NAN,
+            full_membership_messages,
+            steady_membership: known as f64 / (n * (n - 1).max(1)) as f64,
+            steady_messages_per_node_round: f64::NAN,
+            steady_bytes_per_node_round: f64::NAN,
+            steady_changes_per_node_round: f64::NAN,
+        };
+    }
     // Steady state: after two rotation cycles (the first one after the join may have
     // started on a shorter member list), each node holds every member's state. Without
     // full membership there is no steady state to wait for: 5 rounds, and the figures
@@ -155,10 +191,16 @@ fn join(net: &mut Net, n: usize) -> JoinResult {
 /// One run: `n` nodes start within one interval, seeded with the first three, and
 /// join; then for each crash kind in turn the leader crashes, then a follower. One
 /// join serves both kinds (it is most of the work, and the kind plays no part in it).
-pub fn run(n: usize, seed: u64) -> Vec<ScaleResult> {
+/// A `lean` run measures no steady state and settles less (see [`LEAN_SETTLE_ROUNDS`]).
+pub fn run(n: usize, seed: u64, lean: bool) -> Vec<ScaleResult> {
     let wall = Instant::now();
+    let settle = if lean {
+        LEAN_SETTLE_ROUNDS
+    } else {
+        SETTLE_ROUNDS
+    };
     let mut net = Net::cluster(n, CrashKind::Refused, 0.0, seed);
-    let joined = join(&mut net, n);
+    let joined = join(&mut net, n, lean);
     let mut out = Vec::new();
     for (k, crash) in [CrashKind::Refused, CrashKind::Silent]
         .into_iter()
@@ -167,12 +209,21 @@ pub fn run(n: usize, seed: u64) -> Vec<ScaleResult> {
         net.crash = crash;
         let leader = k;
         let victim = n / 2 + k;
-        let (fo, fo_msgs) = crash_leader(&mut net, leader);
+        let (fo, fo_msgs) = crash_leader(&mut net, leader, settle);
         let victim_addr = net.cores[victim].me().to_string();
-        let (det, det_msgs) = crash_follower(&mut net, victim, &victim_addr);
-        net.run_until(5 * INTERVAL_MS, |_| false);
+        let detect = if lean { LEAN_DETECT_ROUNDS } else { 600 };
+        let (det, det_msgs) = crash_follower(&mut net, victim, &victim_addr, settle, detect);
+        let still_listed = listing(&net, &victim_addr);
+        net.run_until(settle * INTERVAL_MS, |_| false);
+        let known: usize = net.cores.iter().map(Core::member_count).sum();
+        eprintln!(
+            "  {crash:?} crashes: {:.1} s, {:.0} members a node",
+            wall.elapsed().as_secs_f64(),
+            known as f64 / n as f64
+        );
         out.push(ScaleResult {
             nodes: n,
+            lean,
             crash: match crash {
                 CrashKind::Refused => "process (refused)",
                 CrashKind::Silent => "host (timeouts)",
@@ -182,6 +233,7 @@ pub fn run(n: usize, seed: u64) -> Vec<ScaleResult> {
             failover_messages: fo_msgs,
             follower_detect_rounds: det,
             follower_detect_messages: det_msgs,
+            follower_still_listed: still_listed,
             wall_seconds: 0.0,
         });
     }
@@ -194,8 +246,8 @@ pub fn run(n: usize, seed: u64) -> Vec<ScaleResult> {
 
 /// Crash `leader` (the one every node follows): rounds and messages until every
 /// survivor follows the next most senior.
-fn crash_leader(net: &mut Net, leader: usize) -> (f64, u64) {
-    net.run_until(5 * INTERVAL_MS, |_| false);
+fn crash_leader(net: &mut Net, leader: usize, settle: u64) -> (f64, u64) {
+    net.run_until(settle * INTERVAL_MS, |_| false);
     let (t0, m0) = (net.now, net.messages);
     net.alive[leader] = false;
     let fo = net
@@ -204,20 +256,32 @@ fn crash_leader(net: &mut Net, leader: usize) -> (f64, u64) {
     (rounds(fo), net.messages - m0)
 }
 
-/// Crash follower `victim`: rounds and messages until no survivor lists it.
-fn crash_follower(net: &mut Net, victim: usize, victim_addr: &str) -> (f64, u64) {
-    net.run_until(5 * INTERVAL_MS, |_| false);
+/// Survivors that list `addr`.
+fn listing(net: &Net, addr: &str) -> usize {
+    (0..net.cores.len())
+        .filter(|&i| net.alive[i] && net.cores[i].is_member(addr))
+        .count()
+}
+
+/// Crash follower `victim`: rounds and messages until no survivor lists it, waiting at
+/// most `limit` rounds.
+fn crash_follower(
+    net: &mut Net,
+    victim: usize,
+    victim_addr: &str,
+    settle: u64,
+    limit: u64,
+) -> (f64, u64) {
+    net.run_until(settle * INTERVAL_MS, |_| false);
     let n = net.cores.len();
     let (t1, m1) = (net.now, net.messages);
     net.alive[victim] = false;
     let mut last_report = t1;
     let det = net
-        .run_until(600 * INTERVAL_MS, |net| {
+        .run_until(limit * INTERVAL_MS, |net| {
             if std::env::var_os("SCALE_DEBUG").is_some() && net.now >= last_report + 500 {
                 last_report = net.now;
-                let still = (0..n)
-                    .filter(|&i| net.alive[i] && net.cores[i].is_member(victim_addr))
-                    .count();
+                let still = listing(net, victim_addr);
                 eprintln!("t+{}ms: {still} still list the victim", net.now - t1);
             }
             (0..n).all(|i| !net.alive[i] || !net.cores[i].is_member(victim_addr))
