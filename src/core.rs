@@ -149,6 +149,9 @@ pub struct Core {
     /// Changes of this node's state so far in this life, published as `revision`
     /// (starts at 1: 0 means "unknown" on the wire).
     revision: u64,
+    /// Members under suspicion (`suspect_since` set), kept up to date so that the
+    /// checks that only concern suspects need not scan every member.
+    suspects: usize,
     /// Learned addresses this node may still fetch this round (see `join`).
     learn_budget: usize,
     /// Bumped whenever the seniority inputs of the member table change (see `election`).
@@ -213,6 +216,7 @@ impl Core {
             health: Health::default(),
             watch: Watch::default(),
             revision: 1,
+            suspects: 0,
             learn_budget: LEARN_PER_ROUND,
             seniority_epoch: 0,
             nominee_cache: Default::default(),
@@ -308,6 +312,16 @@ impl Core {
         members.extend(self.members.keys().cloned());
         PeerState {
             members,
+            ..self.state_without_members()
+        }
+    }
+
+    /// [`Core::state`] with an empty member list, at O(1) in the number of members: for
+    /// a simulator that knows the receiver will not read the list
+    /// ([`Core::reads_listed`]) and mirrors the list itself.
+    pub fn state_without_members(&self) -> PeerState {
+        PeerState {
+            members: Vec::new(),
             leader: self.leader.clone(),
             start_time: self.start_time,
             term: self.term,

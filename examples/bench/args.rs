@@ -48,6 +48,11 @@ pub struct Args {
     /// Cluster sizes for the core-level scale simulation (0 skips it).
     #[arg(long, value_delimiter = ',', default_value = "10,100,300")]
     pub sim_nodes: Vec<usize>,
+    /// Cluster sizes from this one up run lean in the simulation: no steady state and
+    /// 2 rounds of settling instead of 5, so that their member tables (about 0.5 kB an
+    /// entry, growing until every node lists every other) stay within memory.
+    #[arg(long, default_value_t = 10_000)]
+    pub sim_lean_from: usize,
     /// Cluster sizes for the simulated long run with message loss (0 skips it).
     #[arg(long, value_delimiter = ',', default_value = "10,100")]
     pub loss_nodes: Vec<usize>,

@@ -377,7 +377,7 @@ fn main() -> anyhow::Result<()> {
     let mut scale_runs = Vec::new();
     for &n in args.sim_nodes.iter().filter(|n| **n > 0) {
         eprintln!("simulating {n} nodes");
-        scale_runs.extend(scale::run(n, 42));
+        scale_runs.extend(scale::run(n, 42, n >= args.sim_lean_from));
     }
     let mut loss_runs = Vec::new();
     for &n in args.loss_nodes.iter().filter(|n| **n > 0) {

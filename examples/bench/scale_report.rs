@@ -24,8 +24,9 @@ pub fn table(runs: &[ScaleResult]) -> String {
         let j = &a.join;
         let _ = writeln!(
             s,
-            "| {} | {:.1} ({}, {:.0}) | {} | {:.1} / {:.0}{} | {:.1} / {:.1} | {:.1} / {:.1} | {:.1} |",
+            "| {}{} | {:.1} ({}, {:.0}) | {} | {} | {:.1} / {:.1} | {} / {} | {:.1} |",
             a.nodes,
+            if a.lean { " (lean)" } else { "" },
             j.converge_rounds,
             j.converge_messages,
             j.converge_messages as f64 / a.nodes as f64,
@@ -34,21 +35,51 @@ pub fn table(runs: &[ScaleResult]) -> String {
             } else {
                 format!("{:.1}", j.full_membership_rounds)
             },
-            j.steady_messages_per_node_round,
-            j.steady_bytes_per_node_round,
-            if j.steady_membership < 1.0 {
-                format!(" (joining: {:.0} % of members known)", 100.0 * j.steady_membership)
-            } else {
-                String::new()
-            },
+            steady(j),
             a.failover_rounds,
             b.failover_rounds,
-            a.follower_detect_rounds,
-            b.follower_detect_rounds,
+            detected(a),
+            detected(b),
             a.wall_seconds
         );
     }
+    if runs.iter().any(|r| r.lean) {
+        let _ = writeln!(s, "\n(lean): no steady state measured, 2 rounds of settling instead of 5 before each crash and after each detection, and at most 10 rounds of waiting for a crashed follower's detection (`--sim-lean-from`), so that the member tables fit in memory.");
+    }
     s
+}
+
+/// Rounds until a crashed follower was detected, or how many still listed it when the
+/// wait ended.
+fn detected(r: &ScaleResult) -> String {
+    if r.follower_detect_rounds.is_nan() {
+        format!(
+            "not within the wait ({} still list it)",
+            r.follower_still_listed
+        )
+    } else {
+        format!("{:.1}", r.follower_detect_rounds)
+    }
+}
+
+/// The steady-state cell: messages / bytes per node per round, and how much of the
+/// membership was known then if the join was still going on.
+fn steady(j: &crate::scale::JoinResult) -> String {
+    if j.steady_messages_per_node_round.is_nan() {
+        return "not measured".to_string();
+    }
+    let joining = if j.steady_membership < 1.0 {
+        format!(
+            " (joining: {:.0} % of members known)",
+            100.0 * j.steady_membership
+        )
+    } else {
+        String::new()
+    };
+    format!(
+        "{:.1} / {:.0}{joining}",
+        j.steady_messages_per_node_round, j.steady_bytes_per_node_round
+    )
 }
 
 /// Replace the scale section of `path` (or add it at the end).

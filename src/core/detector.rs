@@ -96,6 +96,7 @@ impl Core {
         m.confirmed |= by == Observer::Helper;
         if m.suspect_since.is_none() && (suspect || by == Observer::Helper) {
             m.suspect_since = Some(now);
+            self.suspects += 1;
             self.probe(addr, out);
         }
         // One dead host fails alone; a lossy link of this node's fails with everyone.
@@ -121,7 +122,9 @@ impl Core {
             if m.failures > 0 {
                 self.health.run_ended(m.failures);
             }
-            m.suspect_since = None;
+            if m.suspect_since.take().is_some() {
+                self.suspects -= 1;
+            }
             m.failures = 0;
             m.confirmed = false;
             m.counted = 0;
@@ -250,17 +253,16 @@ impl Core {
                 .health
                 .ping_timeout(self.cfg.request_timeout)
                 .as_millis() as u64,
-            suspects: self
-                .members
-                .values()
-                .filter(|m| m.suspect_since.is_some())
-                .count(),
+            suspects: self.suspects,
         }
     }
 
     /// At a tick: remove every suspect whose evidence now suffices (its suspicion may
     /// have grown old enough), and ask helpers again about the others.
     pub(super) fn review_suspects(&mut self, out: &mut Vec<Action>) {
+        if self.suspects == 0 {
+            return;
+        }
         let suspects: Vec<String> = self
             .members
             .iter()

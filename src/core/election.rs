@@ -15,8 +15,9 @@ impl Core {
     /// This node nominates itself and does not lead yet (it has no leader, or a
     /// leader that handed over to it): it is collecting votes.
     pub(super) fn awaiting_votes(&self) -> bool {
-        (self.leader.is_none() || self.handed_over())
-            && self.nominee().as_deref() == Some(self.me.as_str())
+        // The nominee is cached; `handed_over` is a lookup in the member table.
+        self.nominee().as_deref() == Some(self.me.as_str())
+            && (self.leader.is_none() || self.handed_over())
     }
 
     /// The leader this node follows is still a member and its own state names this
@@ -61,14 +62,54 @@ impl Core {
         }
     }
 
-    /// The most senior eligible node among this one and the members whose state we hold.
-    /// Asked on every event, so kept until an input changes (see [`NomineeCache`]).
-    pub(super) fn nominee(&self) -> Option<String> {
-        let key = (
+    fn nominee_key(&self) -> (u64, bool, u64) {
+        (
             self.seniority_epoch,
             self.eligible(),
             self.start_time.to_bits(),
-        );
+        )
+    }
+
+    /// Member `addr`'s seniority inputs change to `now` (start time, eligible, leaving;
+    /// `None`: it leaves the table). A cached nominee other than `addr` stays valid: the
+    /// nominee is then the more senior of it and `addr`. A join adds members one by one,
+    /// and recomputing the nominee at each (a scan of every member) made it O(N²).
+    pub(super) fn seniority_changed(&mut self, addr: &str, now: Option<(f64, bool, bool)>) {
+        let old_key = self.nominee_key();
+        self.seniority_epoch += 1;
+        let new_key = self.nominee_key();
+        let held = |n: &str| {
+            if n == self.me {
+                Some(self.start_time)
+            } else {
+                self.members.get(n)?.state.as_ref().map(|s| s.start_time)
+            }
+        };
+        let mut cache = self.nominee_cache.borrow_mut();
+        let Some((key, nominee)) = cache.as_mut().filter(|(k, n)| {
+            *k == old_key
+                && n.as_deref() != Some(addr)
+                && n.as_deref().is_none_or(|n| held(n).is_some())
+        }) else {
+            *cache = None;
+            return;
+        };
+        if let Some((t, true, false)) = now {
+            let beats = nominee.as_deref().is_none_or(|n| {
+                let nt = held(n).unwrap_or(f64::NAN);
+                t.total_cmp(&nt).then_with(|| addr.cmp(n)).is_lt()
+            });
+            if beats {
+                *nominee = Some(addr.to_string());
+            }
+        }
+        *key = new_key;
+    }
+
+    /// The most senior eligible node among this one and the members whose state we hold.
+    /// Asked on every event, so kept until an input changes (see [`NomineeCache`]).
+    pub(super) fn nominee(&self) -> Option<String> {
+        let key = self.nominee_key();
         if let Some((k, n)) = &*self.nominee_cache.borrow() {
             if *k == key {
                 return n.clone();
@@ -115,12 +156,16 @@ impl Core {
         let new_leader = match self.nominee() {
             None => None,
             Some(n) if n == self.me => {
-                let confirmed = self.members.values().all(|m| {
-                    m.state
-                        .as_ref()
-                        .is_some_and(|s| s.leader.as_deref() == Some(self.me.as_str()))
-                });
-                if self.leader.as_deref() == Some(self.me.as_str()) || confirmed {
+                // A leader keeps leading: only a candidate needs every member's vote
+                // (a scan of every member, on every event the leader handles otherwise).
+                let confirmed = || {
+                    self.members.values().all(|m| {
+                        m.state
+                            .as_ref()
+                            .is_some_and(|s| s.leader.as_deref() == Some(self.me.as_str()))
+                    })
+                };
+                if self.leader.as_deref() == Some(self.me.as_str()) || confirmed() {
                     Some(n)
                 } else if self.handed_over() {
                     self.leader.clone()

@@ -108,7 +108,11 @@ impl Core {
 
     /// Whether [`Core::learn`] reads `state`'s list (beyond the named leader).
     fn scans(&self, state: &PeerState, unchanged: bool) -> bool {
-        let n = state.members.len();
+        self.scans_listed(state.members.len(), state, unchanged)
+    }
+
+    /// [`Core::scans`] for a list of `n` entries (`state`'s own list is not read).
+    fn scans_listed(&self, n: usize, state: &PeerState, unchanged: bool) -> bool {
         let nothing_new = self.same_members(state) || (unchanged && n <= self.members.len() + 1);
         self.learn_budget > 0 && n > 0 && !nothing_new
     }
@@ -120,6 +124,16 @@ impl Core {
         self.quorum_mode()
             || state.members.first() == Some(&self.me)
             || self.scans(state, self.unchanged(from, state))
+    }
+
+    /// [`Core::reads_members`] before the list is built: `state` as
+    /// [`Core::state_without_members`] gives it, from `from`, whose list would have
+    /// `listed` entries, `from` itself first. A simulator that mirrors member lists
+    /// builds the list only when this says it is read.
+    pub fn reads_listed(&self, from: &str, listed: usize, state: &PeerState) -> bool {
+        self.quorum_mode()
+            || (listed > 0 && from == self.me)
+            || self.scans_listed(listed, state, self.unchanged(from, state))
     }
 
     /// Fetch a learned address, out of this round's budget, unless too many fetches

@@ -148,13 +148,38 @@ impl Core {
         self.cursor = (self.cursor + self.cfg.fanout) % n;
         self.cycle_left = self.cycle_left.saturating_sub(self.cfg.fanout);
         let nominee = self.nominee();
-        for (addr, m) in &self.members {
-            let important = m.suspect_since.is_some()
+        let important = |addr: &String, m: &Member| {
+            m.suspect_since.is_some()
                 || Some(addr) == self.leader.as_ref()
                 || Some(addr) == nominee.as_ref()
-                || m.state.is_none();
-            if important && !picked.contains(addr) {
+                || m.state.is_none()
+        };
+        let mut add = |addr: &String| {
+            if !picked.contains(addr) {
                 picked.push(addr.clone());
+            }
+        };
+        if self.suspects == 0 {
+            // Every member holds a state (`on_state` stores it right after adding the
+            // member), so without suspects only the leader and the nominee matter:
+            // look them up instead of scanning every member, in member order as the
+            // scan would.
+            let mut found: Vec<(usize, &String)> = [self.leader.as_ref(), nominee.as_ref()]
+                .into_iter()
+                .flatten()
+                .filter_map(|a| self.members.get_full(a).map(|(i, a, _)| (i, a)))
+                .collect();
+            found.sort_unstable();
+            found.dedup();
+            for (i, addr) in found {
+                debug_assert!(important(addr, &self.members[i]));
+                add(addr);
+            }
+        } else {
+            for (addr, m) in &self.members {
+                if important(addr, m) {
+                    add(addr);
+                }
             }
         }
         picked
@@ -228,7 +253,8 @@ impl Core {
         let seniority = |s: &PeerState| (s.start_time.to_bits(), s.eligible, s.leaving);
         let held = self.members.get(&from).and_then(|m| m.state.as_ref());
         if held.map(seniority) != Some(seniority(&state)) {
-            self.seniority_epoch += 1;
+            let now = (state.start_time, state.eligible, state.leaving);
+            self.seniority_changed(&from, Some(now));
         }
         let mut state = state;
         state.members = Vec::new(); // kept without its list (see `join`)
@@ -348,7 +374,10 @@ impl Core {
         out: &mut Vec<Action>,
     ) {
         if let Some(member) = self.members.shift_remove(addr) {
-            self.seniority_epoch += 1;
+            self.seniority_changed(addr, None);
+            if member.suspect_since.is_some() {
+                self.suspects -= 1;
+            }
             self.digest = self.digest.wrapping_sub(addr_hash(addr));
             let start_time = seen.or_else(|| member.state.map(|s| s.start_time));
             self.tombstones.insert(

@@ -179,6 +179,11 @@ fn a_state_with_our_own_members_digest_is_not_scanned() {
         !core.reads_members(B, &s),
         "the simulator may drop the list"
     );
+    let listless = PeerState {
+        members: Vec::new(),
+        ..s.clone()
+    };
+    assert!(!core.reads_listed(B, s.members.len(), &listless));
     let out = recv(&mut core, ms(2), B, s.clone());
     assert!(
         fetches(&out).is_empty(),
@@ -188,6 +193,51 @@ fn a_state_with_our_own_members_digest_is_not_scanned() {
     s.members_digest = 0;
     s.revision = 4;
     assert!(core.reads_members(B, &s));
+    let listless = PeerState {
+        members: Vec::new(),
+        ..s.clone()
+    };
+    assert!(core.reads_listed(B, s.members.len(), &listless));
     let out = recv(&mut core, ms(3), B, s);
     assert_eq!(fetches(&out), vec!["x:1"]);
+}
+
+#[test]
+fn the_cached_nominee_is_the_one_a_scan_finds() {
+    let mut core = node(A, 50.0, &[B]);
+    let check = |core: &mut Core, what: &str| {
+        let cached = core.nominee();
+        *core.nominee_cache.borrow_mut() = None;
+        assert_eq!(core.nominee(), cached, "after {what}");
+    };
+    core.nominee();
+    let peers = [
+        ("p1:1", 60.0, true),
+        ("p2:1", 40.0, false),
+        ("p3:1", 30.0, true),
+        ("p4:1", 30.0, true),
+        ("p5:1", 70.0, true),
+    ];
+    for (i, (addr, start, eligible)) in peers.into_iter().enumerate() {
+        let mut s = state(&[addr, A], None, start, 0);
+        s.eligible = eligible;
+        recv(&mut core, ms(i as u64), addr, s);
+        check(&mut core, addr);
+    }
+    // The nominee changes its start time, then leaves; another member is removed.
+    recv(
+        &mut core,
+        ms(10),
+        "p3:1",
+        state(&["p3:1", A], None, 80.0, 0),
+    );
+    check(&mut core, "p3 restarted");
+    let mut s = state(&["p4:1", A], None, 30.0, 0);
+    s.leaving = true;
+    recv(&mut core, ms(11), "p4:1", s);
+    check(&mut core, "p4 left");
+    fail(&mut core, ms(12), "p1:1", Failure::Refused);
+    check(&mut core, "p1 refused");
+    fail(&mut core, ms(13), "p2:1", Failure::Refused);
+    check(&mut core, "p2 refused");
 }
