@@ -458,6 +458,15 @@ impl Core {
             self.revision = self.revision.wrapping_add(1).max(1);
             out.push(Action::StateChanged);
         }
+        // The running count of suspects is what the table says (checked in debug builds:
+        // every core test, simulation and fuzz case).
+        debug_assert_eq!(
+            self.suspects,
+            self.members
+                .values()
+                .filter(|m| m.suspect_since.is_some())
+                .count()
+        );
         out
     }
 
