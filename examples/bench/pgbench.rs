@@ -33,6 +33,8 @@ const WITHIN: Duration = Duration::from_secs(30);
 pub struct PgRun {
     pub trials: usize,
     pub lease_ms: u64,
+    /// The extra flags every node ran with (`--node-arg`), empty for the defaults.
+    pub node_flags: Vec<String>,
     pub handoff_ms: Summary,
     pub step_down_ms: Summary,
     pub crash_ms: Summary,
@@ -183,6 +185,22 @@ fn measure(
     Ok(Some(ms))
 }
 
+/// The lease the nodes run with: `--lease` among the extra node flags
+/// (`--lease=5s` or `--lease 5s`), else the default.
+fn lease_in(extra: &[String]) -> std::time::Duration {
+    let given = extra
+        .iter()
+        .enumerate()
+        .find_map(|(i, a)| match a.strip_prefix("--lease") {
+            Some(v) if v.starts_with('=') => Some(v[1..].to_string()),
+            Some("") => extra.get(i + 1).cloned(),
+            _ => None,
+        });
+    given
+        .and_then(|v| humantime::parse_duration(&v).ok())
+        .unwrap_or(les::defaults::LEASE)
+}
+
 /// `trials` rounds of hand-off, step-down and crash on three nodes.
 pub fn run(bin: &Path, trials: usize, extra: &[String]) -> anyhow::Result<PgRun> {
     let server = pg::PgServer::start().context("no PostgreSQL server binaries")?;
@@ -194,7 +212,7 @@ pub fn run(bin: &Path, trials: usize, extra: &[String]) -> anyhow::Result<PgRun>
             .port();
         nodes.push(Node::start(bin, port, &url, extra)?);
     }
-    let lease_ms = les::defaults::LEASE.as_millis() as u64;
+    let lease_ms = lease_in(extra).as_millis() as u64;
     let (mut handoff, mut step, mut crash) = (Vec::new(), Vec::new(), Vec::new());
     let mut refused = 0;
     for t in 0..trials {
@@ -212,6 +230,7 @@ pub fn run(bin: &Path, trials: usize, extra: &[String]) -> anyhow::Result<PgRun>
     Ok(PgRun {
         trials,
         lease_ms,
+        node_flags: extra.to_vec(),
         handoff_ms: Summary::of(&handoff),
         step_down_ms: Summary::of(&step),
         crash_ms: Summary::of(&crash),
@@ -229,8 +248,13 @@ pub fn table(r: &PgRun) -> String {
         }
     };
     let mut out = format!(
-        "PostgreSQL backend, 3 nodes on loopback, default interval (1 s) and lease ({} ms); from the signal until both other nodes name the new leader and it holds the lease, in ms:\n\n| move | min / median / p90 / max | trials |\n|---|---|---|\n",
-        r.lease_ms
+        "PostgreSQL backend, 3 nodes on loopback, lease {} ms, node flags: {}; from the signal until both other nodes name the new leader and it holds the lease, in ms:\n\n| move | min / median / p90 / max | trials |\n|---|---|---|\n",
+        r.lease_ms,
+        if r.node_flags.is_empty() {
+            "defaults (interval 1 s)".to_string()
+        } else {
+            format!("`{}`", r.node_flags.join(" "))
+        }
     );
     out.push_str(&row(
         "graceful hand-off (SIGTERM to the leader)",
