@@ -182,6 +182,16 @@ async fn traffic(client: &PeerClient<TokioNetwork>, addr: &str) -> Option<(f64, 
     ))
 }
 
+/// How long a cluster of `n` runs after agreeing before its steady state is measured:
+/// two rotation cycles (a node contacts `fanout` members a round, so it has talked to
+/// every member, and its connections and conditional caches are warm, after n / fanout
+/// rounds), and at least 2 s. As the scale simulator does; with defaults, 26 s at 100
+/// nodes, where a 2 s wait measured the pools still filling (BENCHMARKS.md).
+fn settle_time(n: usize) -> Duration {
+    let cycle = n.div_ceil(les::defaults::FANOUT) as u32;
+    (les::defaults::INTERVAL * 2 * cycle).max(Duration::from_secs(2))
+}
+
 fn cost(
     bin: &std::path::Path,
     n: usize,
@@ -191,7 +201,7 @@ fn cost(
     let c = Cluster::launch(bin, n, &args.node_args, &scratch(&format!("cost-{n}")))?;
     c.wait_agreement(None, Duration::from_secs(20))
         .context("convergence before cost run")?;
-    std::thread::sleep(Duration::from_secs(2));
+    std::thread::sleep(settle_time(n));
     let client = PeerClient::new(TokioNetwork, Duration::from_secs(2));
     let pids: Vec<i32> = c.nodes.iter().filter_map(|n| n.pid()).collect();
     let sample = |rt: &tokio::runtime::Runtime| -> Vec<Sample> {
