@@ -95,10 +95,9 @@ impl Core {
             return;
         };
         if let Some((t, true, false)) = now {
-            let beats = nominee.as_deref().is_none_or(|n| {
-                let nt = held(n).unwrap_or(f64::NAN);
-                t.total_cmp(&nt).then_with(|| addr.cmp(n)).is_lt()
-            });
+            let beats = nominee
+                .as_deref()
+                .is_none_or(|n| senior_first((t, addr), (held(n).unwrap_or(f64::NAN), n)).is_lt());
             if beats {
                 *nominee = Some(addr.to_string());
             }
@@ -130,7 +129,7 @@ impl Core {
         });
         mine.into_iter()
             .chain(theirs)
-            .min_by(|a, b| a.0.total_cmp(&b.0).then_with(|| a.1.cmp(b.1)))
+            .min_by(|a, b| senior_first(*a, *b))
             .map(|(_, addr)| addr.to_string())
     }
 
@@ -232,4 +231,11 @@ impl Core {
             _ => nominee.to_string(),
         }
     }
+}
+
+/// Seniority order of `(start time, address)` candidates: the earlier start first, ties
+/// broken by address. The nominee is the first; the cache update in
+/// `seniority_changed` and the full scan in `compute_nominee` must agree on it.
+fn senior_first(a: (f64, &str), b: (f64, &str)) -> std::cmp::Ordering {
+    a.0.total_cmp(&b.0).then_with(|| a.1.cmp(b.1))
 }
