@@ -77,19 +77,18 @@ fn every_metric_the_rules_and_the_dashboard_use_is_served() {
     promtool(&["test", "rules", "dist/prometheus/les.rules.test.yml"]);
 }
 
-/// Run promtool with `args`, asserting success. Without promtool this says so and
-/// returns, except under CI (`CI` set, where `.ci/run` installs it), where it fails.
+/// Run promtool with `args`, asserting success. Without promtool this skips loudly,
+/// except under CI (`CI` set, where `.ci/run` installs it), where it fails (the shared
+/// `skip_or_fail` of the namespace tests).
 fn promtool(args: &[&str]) {
     let out = match Command::new("promtool").args(args).output() {
         Ok(out) => out,
         Err(e) => {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "promtool (Debian package prometheus) is needed under CI: {e}"
-            );
-            eprintln!(
-                "promtool not installed ({e}): `promtool {}` skipped",
-                args.join(" ")
+            let why = format!("`promtool {}` cannot run ({e})", args.join(" "));
+            common::netns::skip_or_fail(
+                "promtool",
+                Some(why),
+                "Install Debian's prometheus package for promtool.",
             );
             return;
         }
