@@ -65,6 +65,7 @@ pub fn spawn(node: &NodeHandle) -> Option<JoinHandle<()>> {
         view: node.subscribe(),
         watchdog: watchdog_interval(),
         notify: |states: &[NotifyState]| sd_notify::notify(false, states),
+        ready: false,
     };
     let stopped = node.clone();
     Some(tokio::spawn(async move {
@@ -88,6 +89,8 @@ struct Watch<N> {
     view: watch::Receiver<LeaderView>,
     watchdog: Option<Duration>,
     notify: N,
+    /// Whether `READY=1` has been sent.
+    ready: bool,
 }
 
 impl<N: FnMut(&[NotifyState]) -> std::io::Result<()>> Watch<N> {
@@ -99,7 +102,6 @@ impl<N: FnMut(&[NotifyState]) -> std::io::Result<()>> Watch<N> {
         P: Fn() -> F,
         F: Future<Output = bool>,
     {
-        let mut ready = false;
         let period = self
             .watchdog
             .map(|w| w / 2)
@@ -107,7 +109,7 @@ impl<N: FnMut(&[NotifyState]) -> std::io::Result<()>> Watch<N> {
         let mut pets = tokio::time::interval(period.max(Duration::from_millis(10)));
         pets.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let first = self.view.borrow_and_update().clone();
-        self.report(&first, &mut ready);
+        self.report(&first);
         loop {
             tokio::select! {
                 changed = self.view.changed() => {
@@ -115,7 +117,7 @@ impl<N: FnMut(&[NotifyState]) -> std::io::Result<()>> Watch<N> {
                         return;
                     }
                     let v = self.view.borrow_and_update().clone();
-                    self.report(&v, &mut ready);
+                    self.report(&v);
                 }
                 _ = pets.tick(), if self.watchdog.is_some() => {
                     // Only a loop that answers keeps the process alive.
@@ -128,11 +130,11 @@ impl<N: FnMut(&[NotifyState]) -> std::io::Result<()>> Watch<N> {
     }
 
     /// Send the status line, and `READY=1` the first time a leader is known.
-    fn report(&mut self, view: &LeaderView, ready: &mut bool) {
+    fn report(&mut self, view: &LeaderView) {
         let line = status_line(view, &self.me);
         let status = NotifyState::Status(&line);
-        let result = if !*ready && view.leader.is_some() {
-            *ready = true;
+        let result = if !self.ready && view.leader.is_some() {
+            self.ready = true;
             (self.notify)(&[NotifyState::Ready, status])
         } else {
             (self.notify)(&[status])
@@ -186,6 +188,7 @@ mod tests {
                 log.borrow_mut().push(line.join("\n"));
                 Ok(())
             },
+            ready: false,
         };
         let probe = move || {
             let answering = answering.clone();
