@@ -36,6 +36,10 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::netns::{say, ARPING, IP};
+
 /// Port of the service behind the VIP.
 const SERVICE_PORT: u16 = 8080;
 /// Port of the les API in every node namespace.
@@ -55,49 +59,6 @@ enum Way {
     Example,
     /// `les --on-leader ... --on-follower ...`.
     HookCommands,
-}
-
-fn say(msg: &str) {
-    // Straight to the stderr file descriptor, past the test harness's capture, so a
-    // skip or the measured times show without --nocapture.
-    let _ = writeln!(std::io::stderr().lock(), "{msg}");
-}
-
-/// Why this machine cannot run the lab, if it cannot.
-fn missing_prerequisite() -> Option<String> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        return Some("not running as root (network namespaces need it)".into());
-    }
-    for (tool, args, package) in [
-        ("ip", &["-V"][..], "iproute2"),
-        ("arping", &["-V"][..], "iputils-arping"),
-    ] {
-        let ok = Command::new(tool)
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if !ok {
-            return Some(format!("`{tool}` is not installed (package {package})"));
-        }
-    }
-    None
-}
-
-/// Skip loudly, or fail under CI.
-fn skip_unless_possible(test: &str) -> bool {
-    let Some(why) = missing_prerequisite() else {
-        return false;
-    };
-    if std::env::var_os("CI").is_some() {
-        panic!("{test}: cannot run under CI: {why}");
-    }
-    say(&format!(
-        "\n*** SKIPPED {test}: {why}. Run as root with iproute2 and iputils-arping installed. ***\n"
-    ));
-    true
 }
 
 fn ip(args: &[&str]) -> Result<(), String> {
@@ -700,7 +661,10 @@ fn move_the_vip(way: Way, net: u8) {
 #[test]
 #[ignore = "needs root, iproute2 and iputils-arping (and nftables): run with -- --include-ignored, as .ci/run does"]
 fn the_floating_ip_example_moves_the_vip_between_namespaces() {
-    if skip_unless_possible("the_floating_ip_example_moves_the_vip_between_namespaces") {
+    if common::netns::skip_unless_possible(
+        "the_floating_ip_example_moves_the_vip_between_namespaces",
+        &[IP, ARPING],
+    ) {
         return;
     }
     move_the_vip(Way::Example, 1);
@@ -709,7 +673,10 @@ fn the_floating_ip_example_moves_the_vip_between_namespaces() {
 #[test]
 #[ignore = "needs root, iproute2 and iputils-arping (and nftables): run with -- --include-ignored, as .ci/run does"]
 fn hook_commands_move_the_vip_between_namespaces() {
-    if skip_unless_possible("hook_commands_move_the_vip_between_namespaces") {
+    if common::netns::skip_unless_possible(
+        "hook_commands_move_the_vip_between_namespaces",
+        &[IP, ARPING],
+    ) {
         return;
     }
     move_the_vip(Way::HookCommands, 2);

@@ -71,7 +71,7 @@ pub fn skip_or_fail(test: &str, why: Option<String>, hint: &str) -> bool {
         return false;
     };
     if std::env::var_os("CI").is_some() {
-        panic!("{test}: cannot run under CI: {why}");
+        panic!("{test}: cannot run under CI: {why}. {hint}");
     }
     say(&format!("\n*** SKIPPED {test}: {why}. {hint} ***\n"));
     true
